@@ -1,0 +1,1 @@
+"""spinebench_clipseg: the clipseg method plugin for spinebench."""

@@ -1,0 +1,1 @@
+"""Hook implementations of the clipseg plugin (the method lands with its issue)."""

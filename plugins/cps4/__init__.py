@@ -1,0 +1,1 @@
+"""spinebench_cps4: the cps4 method plugin for spinebench."""

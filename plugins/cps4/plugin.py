@@ -1,0 +1,1 @@
+"""Hook implementations of the cps4 plugin (the method lands with its issue)."""

@@ -1,0 +1,1 @@
+"""spinebench_unimatch: the unimatch method plugin for spinebench."""

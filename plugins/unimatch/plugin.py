@@ -1,0 +1,1 @@
+"""Hook implementations of the unimatch plugin (the method lands with its issue)."""

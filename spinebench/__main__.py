@@ -1,0 +1,3 @@
+from spinebench.cli import main
+
+main()

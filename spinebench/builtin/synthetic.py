@@ -1,0 +1,70 @@
+"""The ``synthetic`` dataset: the procedural spine phantom, generated on first use.
+
+With no ``--data-dir`` the phantom is generated into the cache (keyed by generator version,
+case count and seed, under a lock so concurrent runs generate it once); with one, the folder
+must hold what ``spinebench data synth`` writes (``images/`` and ``labels/`` NIfTI pairs).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from spinebench.data.classmap import ClassMap, mrspineseg_class_map
+from spinebench.data.dataset import CaseRef, Dataset
+from spinebench.errors import DataError
+from spinebench.hookspecs import hookimpl
+from spinebench.paths import cache_dir
+
+
+class SyntheticDataset(Dataset):
+    def __init__(self, data_dir: Path | None, config: dict[str, Any]) -> None:
+        super().__init__(data_dir, config)
+        if data_dir is None:
+            self.data_dir = ensure_generated(int(config["data"]["cases"]),
+                                             int(config["data"]["generator_seed"]))
+        elif not data_dir.is_dir():
+            raise DataError(f"data folder {data_dir} does not exist; create it with "
+                            f"`spinebench data synth --out {data_dir}` or fix --data-dir")
+
+    def class_map(self) -> ClassMap:
+        return mrspineseg_class_map()
+
+    def cases(self) -> list[CaseRef]:
+        assert self.data_dir is not None
+        images = sorted((self.data_dir / "images").glob("*.nii.gz"))
+        if not images:
+            raise DataError(f"{self.data_dir}/images holds no .nii.gz files; generate them with "
+                            f"`spinebench data synth --out {self.data_dir}`")
+        refs = []
+        for image in images:
+            case_id = image.name.removesuffix(".nii.gz")
+            label = self.data_dir / "labels" / image.name
+            if not label.is_file():
+                raise DataError(f"{image}: no mask at {label}; add it or remove the image")
+            refs.append(CaseRef(case_id, image, label))
+        return refs
+
+
+def ensure_generated(cases: int, seed: int) -> Path:
+    """The cached phantom folder for (version, cases, seed), generated once under a lock."""
+    from spinebench.data.phantom import PHANTOM_VERSION, write_dataset
+
+    root = cache_dir() / "synthetic" / f"v{PHANTOM_VERSION}-n{cases}-s{seed}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "dataset.json").is_file():
+            tmp = root.with_name(root.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            write_dataset(tmp, cases=cases, seed=seed)
+            shutil.rmtree(root, ignore_errors=True)
+            tmp.rename(root)
+    return root
+
+
+@hookimpl
+def spinebench_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+    register("synthetic", SyntheticDataset)

@@ -1,0 +1,198 @@
+"""YAML profiles plus dotted overrides resolved into one validated config.
+
+Layers, later wins: engine defaults, the profile (quick|paper), the method's defaults for that
+profile, a user ``--config`` file, then ``--set key=value`` overrides. Every key must exist in
+the defaults (or the method's ``options``); values keep the default's type. The config hash keys
+every cache and identifies a run for resume and sweeps.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spinebench.errors import ConfigError
+
+PROFILES = ("quick", "paper")
+# Keys that change nothing a run computes: excluded from the hash.
+_UNHASHED = {"train.threads"}
+
+
+def _load_yaml_text(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{origin}: YAML syntax error{where}: {problem}; fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _packaged(name: str) -> dict[str, Any]:
+    text = files("spinebench.profiles").joinpath(f"{name}.yaml").read_text()
+    return _load_yaml_text(text, f"profile {name}")
+
+
+def load_yaml_file(path: Path) -> dict[str, Any]:
+    """Read a user config file safely; errors name the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the --config path")
+    return _load_yaml_text(path.read_text(), str(path))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{"train.lr": 0.01, ...}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Keep the default's type; ints are fine where floats are expected."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, list):
+        if isinstance(value, list | tuple):
+            return list(value)
+    elif isinstance(default, dict):
+        if isinstance(value, dict):
+            return value
+    raise ConfigError(
+        f"config key {key!r} expects {type(default).__name__} (default {default!r}), "
+        f"got {value!r}; fix the value"
+    )
+
+
+def parse_overrides(pairs: list[str], method_name: str) -> dict[str, Any]:
+    """``["train.lr=0.1", "cps4.token_loss=false"]`` -> flat dict; ``<method>.x`` means ``method.x``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r} is not key=value; write e.g. --set train.lr=0.01")
+        if key.startswith(f"{method_name}."):
+            key = "method." + key[len(method_name) + 1 :]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``extra`` wins; neither input is modified."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(
+    *,
+    method: str,
+    method_options: dict[str, Any],
+    method_defaults: dict[str, Any],
+    profile: str = "quick",
+    file_config: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge the layers and validate every key and value against the defaults."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    defaults = _packaged("defaults")
+    defaults["method"] = dict(method_options)
+    valid = flatten(defaults)
+    layers: list[tuple[str, dict[str, Any]]] = [
+        (f"profile {profile}", flatten(_packaged(profile))),
+        (f"method {method} defaults", flatten(method_defaults)),
+        ("--config file", flatten(file_config or {})),
+        ("--set", dict(overrides or {})),
+        ("command line", {f"run.{k}": v for k, v in (run or {}).items() if v is not None}),
+    ]
+    resolved = copy.deepcopy(defaults)
+    for origin, flat in layers:
+        for key, value in flat.items():
+            if key not in valid:
+                raise ConfigError(_unknown_key_message(key, valid, origin))
+            _set(resolved, key, _coerce(key, value, valid[key]))
+    resolved["run"]["method"] = method
+    resolved["run"]["profile"] = profile
+    return resolved
+
+
+def _unknown_key_message(key: str, valid: dict[str, Any], origin: str) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    else:
+        section = key.split(".")[0]
+        same = [k for k in valid if k.startswith(section + ".")] or list(valid)
+        hint = "valid keys: " + ", ".join(sorted(same)[:40])
+    return f"unknown config key {key!r} (from {origin}); {hint}"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable 16-hex digest of what a run computes (everything but ``_UNHASHED``)."""
+    flat = {k: v for k, v in flatten(config).items() if k not in _UNHASHED}
+    payload = json.dumps(flat, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two configs (for refused resumes)."""
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k)]
+
+
+def short_summary(config: dict[str, Any]) -> str:
+    """One line for the console: what this run is."""
+    r, t, d = config["run"], config["train"], config["data"]
+    return (
+        f"{r['method']} on {r['dataset']} | labeled {r['labeled']} | seed {r['seed']} | "
+        f"profile {r['profile']} | {d['image_size']}px | {t['iterations']} it x batch "
+        f"{t['batch_size']} | {t['optimizer']} lr {t['lr']}"
+    )

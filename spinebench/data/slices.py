@@ -1,0 +1,156 @@
+"""The preprocessing cache: every case decoded, reoriented, normalised and resized once.
+
+Training reads 2D slices from memory-mapped ``.npy`` files, never NIfTI. The cache is keyed by
+the dataset's content fingerprint and the preprocessing config; a file lock makes concurrent
+runs build it once, and a build goes to a temporary folder renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+
+from spinebench.data.dataset import Dataset, Volume
+from spinebench.errors import DataError
+from spinebench.paths import cache_dir
+
+CACHE_VERSION = "1"
+
+
+@dataclass
+class CaseInfo:
+    """Where a case's slices are in the cache and what its native grid is."""
+
+    start: int
+    stop: int
+    native_shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+
+
+class SliceCache:
+    """Read-only view of a built cache."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        meta = json.loads((root / "meta.json").read_text())
+        self.image_size: int = meta["image_size"]
+        self.cases: dict[str, CaseInfo] = {
+            cid: CaseInfo(c["start"], c["stop"], tuple(c["native_shape"]), tuple(c["spacing"]))
+            for cid, c in meta["cases"].items()
+        }
+        self.build_seconds: float = meta["build_seconds"]
+        self.images = np.load(root / "images.npy", mmap_mode="r")
+        self.labels = np.load(root / "labels.npy", mmap_mode="r")
+
+    def slice_indices(self, case_ids: tuple[str, ...] | list[str]) -> np.ndarray:
+        """All slice rows of the given cases, in case order."""
+        parts = [np.arange(self.cases[c].start, self.cases[c].stop) for c in case_ids]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def native_label(self, case_id: str) -> np.ndarray:
+        return np.load(self.root / "native" / f"{case_id}.npy", mmap_mode="r")
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+
+def normalise(image: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Percentile clip then z-score over the whole volume (robust to bright fat and noise)."""
+    lo, hi = np.percentile(image, percentiles)
+    clipped = np.clip(image, lo, hi)
+    std = float(clipped.std())
+    return ((clipped - clipped.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def resize_slices(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize each slice in-plane to ``size`` x ``size`` (bilinear image, nearest label)."""
+    img = torch.from_numpy(np.ascontiguousarray(image))[:, None]
+    lab = torch.from_numpy(np.ascontiguousarray(label.astype(np.float32)))[:, None]
+    img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=True)
+    lab = F.interpolate(lab, size=(size, size), mode="nearest-exact")
+    return img[:, 0].numpy().astype(np.float32), lab[:, 0].numpy().astype(np.uint8)
+
+
+def cache_key(dataset_name: str, dataset: Dataset, config: dict[str, Any]) -> str:
+    data = config["data"]
+    payload = json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "dataset": dataset_name,
+            "fingerprint": dataset.fingerprint(),
+            "classes": dataset.class_map().to_dict(),
+            "image_size": data["image_size"],
+            "clip": data["clip_percentiles"],
+            "sequence": data["sequence"],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _check_labels(volume: Volume, n_classes: int, origin: str) -> None:
+    values = np.unique(volume.label)
+    bad = values[(values < 0) | (values >= n_classes)]
+    if bad.size:
+        raise DataError(f"{origin}: label values {bad.tolist()[:8]} are outside the class map "
+                        f"(0..{n_classes - 1}); fix the mask or the dataset's class names")
+
+
+def build_or_load(dataset_name: str, dataset: Dataset, config: dict[str, Any]) -> SliceCache:
+    """Return the cache for this dataset and preprocessing, building it under a lock if needed."""
+    root = cache_dir() / "slices" / f"{dataset_name}-{cache_key(dataset_name, dataset, config)}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "meta.json").is_file():
+            _build(root, dataset, config)
+    return SliceCache(root)
+
+
+def _build(root: Path, dataset: Dataset, config: dict[str, Any]) -> None:
+    start_time = time.perf_counter()
+    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "native").mkdir(parents=True)
+    size = int(config["data"]["image_size"])
+    pct = tuple(config["data"]["clip_percentiles"])
+    n_classes = dataset.class_map().num_classes
+    cases = dataset.cases()
+    if not cases:
+        raise DataError(f"no cases found in {dataset.data_dir}; check the folder layout")
+    try:
+        images, labels, meta_cases, row = [], [], {}, 0
+        for case in cases:
+            vol = dataset.load(case)
+            _check_labels(vol, n_classes, str(case.label or case.image))
+            img, lab = resize_slices(normalise(vol.image, pct), vol.label, size)
+            images.append(img)
+            labels.append(lab)
+            np.save(tmp / "native" / f"{case.case_id}.npy", vol.label.astype(np.uint8))
+            meta_cases[case.case_id] = {
+                "start": row, "stop": row + img.shape[0],
+                "native_shape": list(vol.label.shape), "spacing": list(vol.spacing),
+            }
+            row += img.shape[0]
+        if not any(lab.any() for lab in labels):
+            raise DataError(f"every mask in {dataset.data_dir} is empty; check the label files")
+        np.save(tmp / "images.npy", np.concatenate(images))
+        np.save(tmp / "labels.npy", np.concatenate(labels))
+        meta = {"image_size": size, "cases": meta_cases,
+                "build_seconds": round(time.perf_counter() - start_time, 3)}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,93 @@
+"""Training data streams: labeled and unlabeled slices sampled from the cache, augmented in
+batches on the device. Each stream has its own seeded generator whose state is checkpointed,
+so a resumed run draws exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from spinebench.data.augment import random_affine, strong_view
+from spinebench.data.slices import SliceCache
+from spinebench.data.splits import Split
+from spinebench.method import Batch
+
+
+class SliceStream:
+    """Endless i.i.d. draws of slice rows from a fixed index set."""
+
+    def __init__(self, cache: SliceCache, rows: np.ndarray, batch_size: int, seed: int) -> None:
+        self.cache = cache
+        self.rows = torch.as_tensor(rows, dtype=torch.long)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(self.rows), (self.batch_size,), generator=self.generator)
+        rows = np.sort(self.rows[pick].numpy())
+        image = torch.from_numpy(np.asarray(self.cache.images[rows]))[:, None]
+        label = torch.from_numpy(np.asarray(self.cache.labels[rows]).astype(np.int64))
+        return image, label
+
+
+class TrainStreams:
+    """The labeled stream, and the unlabeled one for stages that use it."""
+
+    def __init__(
+        self,
+        cache: SliceCache,
+        split: Split,
+        config: dict[str, Any],
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        train = config["train"]
+        self.aug = config["augment"]
+        self.device = device
+        self.labeled = SliceStream(cache, cache.slice_indices(split.labeled),
+                                   train["batch_size"], seed * 1000 + 1)
+        unlabeled_rows = cache.slice_indices(split.unlabeled)
+        self.unlabeled = (
+            SliceStream(cache, unlabeled_rows, train["unlabeled_batch_size"], seed * 1000 + 2)
+            if len(unlabeled_rows) else None
+        )
+        self.aug_generator = torch.Generator().manual_seed(seed * 1000 + 3)
+
+    def next(self, with_unlabeled: bool) -> Batch:
+        """Draw, move to the device and augment one step's batch."""
+        image, label = self.labeled.draw()
+        image, label = self._to_device(image), self._to_device(label)
+        image, label = random_affine(image, label, self.aug, self.aug_generator)
+        batch = Batch(image=image, label=label)
+        if with_unlabeled and self.unlabeled is not None:
+            u_image, u_truth = self.unlabeled.draw()
+            u_image, u_truth = self._to_device(u_image), self._to_device(u_truth)
+            u_image, u_truth = random_affine(u_image, u_truth, self.aug, self.aug_generator)
+            batch.unlabeled_weak = u_image
+            batch.unlabeled_strong = (
+                strong_view(u_image, self.aug, self.aug_generator),
+                strong_view(u_image, self.aug, self.aug_generator),
+            )
+            batch.unlabeled_truth = u_truth
+        return batch
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"labeled": self.labeled.generator.get_state(),
+                 "aug": self.aug_generator.get_state()}
+        if self.unlabeled is not None:
+            state["unlabeled"] = self.unlabeled.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.labeled.generator.set_state(state["labeled"])
+        self.aug_generator.set_state(state["aug"])
+        if self.unlabeled is not None and "unlabeled" in state:
+            self.unlabeled.generator.set_state(state["unlabeled"])

@@ -1,0 +1,360 @@
+"""One tracked run: resolve the config, prepare data, train every stage, evaluate, record.
+
+A run is identified by its config hash: an unfinished run with the same hash is resumed (same
+MLflow run, from the latest intact checkpoint) unless ``resume=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+
+from spinebench import __version__, plugins
+from spinebench.config import (
+    config_hash,
+    load_yaml_file,
+    parse_overrides,
+    resolve,
+    short_summary,
+)
+from spinebench.data.classmap import ClassMap
+from spinebench.data.dataset import Dataset
+from spinebench.data.slices import SliceCache, build_or_load
+from spinebench.data.splits import Split, check_fraction, make_split
+from spinebench.data.streams import TrainStreams
+from spinebench.engine import checkpoint
+from spinebench.engine.evaluate import (
+    evaluate,
+    save_overlays,
+    summarize,
+    write_per_case_csv,
+)
+from spinebench.engine.progress import StageProgress
+from spinebench.engine.runtime import Runtime, setup
+from spinebench.engine.tracking import TAG, Tracker, experiment_name, resolve_uri
+from spinebench.engine.trainer import (
+    Interrupted,
+    StageContext,
+    StopFlag,
+    TrainState,
+    restore,
+    run_stage,
+    save_checkpoint,
+)
+from spinebench.errors import ConfigError, SpinebenchError
+from spinebench.method import Method, MethodContext, Stage
+from spinebench.paths import cache_dir, runs_dir
+
+
+@dataclass
+class RunRequest:
+    """What the command line (or a sweep cell) asks for."""
+
+    method: str
+    labeled: float
+    dataset: str = "synthetic"
+    data_dir: Path | None = None
+    seed: int = 0
+    profile: str = "quick"
+    config_file: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    device: str = "auto"
+    resume: bool = True
+
+
+@dataclass
+class RunInfo:
+    """What observers (hooks) and callers learn about a run."""
+
+    method: str
+    dataset: str
+    seed: int
+    labeled: float
+    profile: str
+    config: dict[str, Any]
+    config_hash: str
+    split_hash: str
+    tracking_uri: str
+    experiment: str
+    run_id: str | None = None
+
+
+@dataclass
+class Prepared:
+    """A resolved run before anything is trained or tracked."""
+
+    request: RunRequest
+    method_cls: type[Method]
+    dataset: Dataset
+    class_map: ClassMap
+    split: Split
+    config: dict[str, Any]
+    config_hash: str
+
+
+@dataclass
+class RunResult:
+    info: RunInfo
+    metrics: dict[str, float]
+    per_case: dict[str, dict[str, dict[int, float]]]
+    resumed: bool
+
+
+def prepare(req: RunRequest) -> Prepared:
+    """Validate everything the user gave before any work starts."""
+    check_fraction(req.labeled)
+    method_cls = plugins.lookup(plugins.methods(), req.method, "method")
+    dataset_cls = plugins.lookup(plugins.datasets(), req.dataset, "dataset")
+    file_config = load_yaml_file(req.config_file) if req.config_file else {}
+    overrides = parse_overrides(req.overrides, req.method)
+    if req.data_dir is not None:
+        overrides["data.dir"] = str(Path(req.data_dir).resolve())
+    config = resolve(
+        method=req.method,
+        method_options=method_cls.options,
+        method_defaults=method_cls.default_config(req.profile),
+        profile=req.profile,
+        file_config=file_config,
+        overrides=overrides,
+        run={"dataset": req.dataset, "labeled": req.labeled, "seed": req.seed},
+    )
+    data_dir = Path(config["data"]["dir"]) if config["data"]["dir"] else None
+    dataset = dataset_cls(data_dir, config)
+    class_map = dataset.class_map()
+    if not class_map.is_contiguous():
+        raise SpinebenchError(f"dataset {req.dataset!r} must map its labels to 1..N "
+                              f"(got ids {class_map.ids})")
+    d = config["data"]
+    split = make_split([c.case_id for c in dataset.cases()], labeled=req.labeled,
+                       seed=req.seed, split_seed=d["split_seed"],
+                       val_fraction=d["val_fraction"], test_fraction=d["test_fraction"])
+    return Prepared(req, method_cls, dataset, class_map, split, config, config_hash(config))
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _plugin_of(method: str) -> str:
+    for info in plugins.list_plugins():
+        if "spinebench_register_methods" in info.hooks:
+            registered: dict[str, type] = {}
+            impl = getattr(plugins.get_plugin_manager().get_plugin(info.name),
+                           "spinebench_register_methods", None)
+            if impl is not None:
+                impl(register=lambda n, c, r=registered: r.__setitem__(n, c))
+            if method in registered:
+                return f"{info.distribution}=={info.version}"
+    return "unknown"
+
+
+class Engine:
+    """Runs one prepared request end to end (rank 0 of a single process)."""
+
+    def __init__(self, prepared: Prepared, console: Console | None = None) -> None:
+        self.p = prepared
+        self.console = console or Console(stderr=True)
+        self.config = prepared.config
+
+    # -- data and model ---------------------------------------------------------------------
+    def _setup(self) -> tuple[Runtime, SliceCache, Method]:
+        runtime = setup(self.config["train"], self.p.request.device, self.p.request.seed)
+        t0 = time.perf_counter()
+        cache = build_or_load(self.p.request.dataset, self.p.dataset, self.config)
+        self.cache_seconds = time.perf_counter() - t0
+        ctx = MethodContext(class_map=self.p.class_map,
+                            image_size=int(self.config["data"]["image_size"]),
+                            options=dict(self.config["method"]), config=self.config)
+        method = self.p.method_cls(ctx).to(runtime.device)
+        if runtime.channels_last:
+            method = method.to(memory_format=torch.channels_last)
+        return runtime, cache, method
+
+    def _validate(self, method: Method, stage: Stage) -> dict[str, float]:
+        metric_fns = plugins.metrics()
+        if stage.segments:
+            scores, _ = evaluate(method, self.cache, self.p.split.val, self.p.class_map,
+                                 {"dice": metric_fns["dice"]}, self.runtime.device,
+                                 int(self.config["eval"]["batch_size"]),
+                                 self.runtime.autocast())
+            return {"val/dice": summarize(scores, self.p.class_map, "val")["val/dice"]}
+        rows = self.cache.slice_indices(self.p.split.val)
+        totals: dict[str, float] = {}
+        n = 0
+        bs = int(self.config["eval"]["batch_size"])
+        method.eval()
+        with torch.no_grad():
+            for start in range(0, len(rows), bs):
+                idx = rows[start : start + bs]
+                images = torch.from_numpy(np.array(self.cache.images[idx]))[:, None].to(self.runtime.device)
+                labels = torch.from_numpy(self.cache.labels[idx].astype("int64")).to(
+                    self.runtime.device)
+                with self.runtime.autocast()():
+                    values = method.validate_stage(stage, images, labels)
+                for k, v in values.items():
+                    totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
+                n += len(idx)
+        method.train()
+        return {f"val/{stage.prefix}{k}": v / max(n, 1) for k, v in totals.items()}
+
+    # -- stage cache ------------------------------------------------------------------------
+    def _stage_cache_path(self, stage: Stage) -> Path | None:
+        if stage.cache_key is None:
+            return None
+        payload = json.dumps({"key": stage.cache_key, "split": self.p.split.hash(),
+                              "data": self.cache.root.name, "method": self.p.request.method,
+                              "stage": stage.name}, sort_keys=True, default=str)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return cache_dir() / "stages" / f"{self.p.request.method}-{stage.name}-{digest}.pt"
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        req, cfg = self.p.request, self.config
+        uri = resolve_uri(req.tracking_uri)
+        exp = experiment_name(req.dataset, req.experiment)
+        tracker = Tracker(uri, exp)  # unreachable store -> error before any training
+        self.runtime, self.cache, method = self._setup()
+        info = RunInfo(req.method, req.dataset, req.seed, req.labeled, req.profile, cfg,
+                       self.p.config_hash, self.p.split.hash(), uri, exp)
+        ckpt_dir = runs_dir() / "checkpoints" / self.p.config_hash
+        resume_id = tracker.find_unfinished(self.p.config_hash) if req.resume else None
+        ckpt = checkpoint.load_latest(ckpt_dir, self.runtime.device) if resume_id else None
+        if resume_id is None:
+            for stale in ckpt_dir.glob("*"):
+                stale.unlink()
+        streams = TrainStreams(self.cache, self.p.split, cfg, req.seed, self.runtime.device)
+        state = restore(method, ckpt, streams) if ckpt else TrainState()
+        tags = {
+            f"{TAG}method": req.method, f"{TAG}dataset": req.dataset,
+            f"{TAG}labeled": str(req.labeled), f"{TAG}seed": str(req.seed),
+            f"{TAG}split_hash": self.p.split.hash(), f"{TAG}version": __version__,
+            f"{TAG}plugin": _plugin_of(req.method), f"{TAG}profile": req.profile,
+            f"{TAG}config_hash": self.p.config_hash,
+        }
+        sha = _git_sha()
+        if sha:
+            tags["mlflow.source.git.commit"] = sha
+        run_name = f"{req.method}-l{req.labeled:g}-s{req.seed}"
+        info.run_id = tracker.start(run_name, tags, cfg, resume_id=resume_id)
+        self.console.print(f"[bold]spinebench[/] {short_summary(cfg)}")
+        self.console.print(
+            f"run {info.run_id} ({'resumed at stage ' + str(state.stage_index) + ' iteration ' + str(state.iteration) if ckpt else 'new'}) "
+            f"| split {len(self.p.split.labeled)} labeled / {len(self.p.split.unlabeled)} "
+            f"unlabeled / {len(self.p.split.val)} val / {len(self.p.split.test)} test cases "
+            f"| device {self.runtime.device} {self.runtime.precision}")
+        try:
+            if resume_id is None:
+                self._log_start_artifacts(tracker)
+            plugins.get_plugin_manager().hook.spinebench_run_started(run=info)
+            self._train(method, state, streams, tracker, ckpt_dir, ckpt)
+            metrics, per_case = self._test(method, tracker, ckpt_dir)
+            plugins.get_plugin_manager().hook.spinebench_run_finished(run=info, results=metrics)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            tracker.end("KILLED", f"interrupted: {exc}")
+            raise
+        except BaseException as exc:
+            tracker.end("FAILED", "".join(traceback.format_exception_only(exc)).strip())
+            raise
+        tracker.end("FINISHED")
+        return RunResult(info, metrics, per_case, resumed=ckpt is not None)
+
+    def _log_start_artifacts(self, tracker: Tracker) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_path = Path(tmp) / "config.yaml"
+            cfg_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+            split_path = Path(tmp) / "split.json"
+            split_path.write_text(self.p.split.to_json())
+            classes = Path(tmp) / "class_map.json"
+            classes.write_text(json.dumps(self.p.class_map.to_dict(), indent=2))
+            for path in (cfg_path, split_path, classes):
+                tracker.log_artifact(path)
+        tracker.log_metrics({"data/cache_seconds": self.cache_seconds}, 0)
+
+    def _train(self, method: Method, state: TrainState, streams: TrainStreams,
+               tracker: Tracker, ckpt_dir: Path, ckpt: dict[str, Any] | None) -> None:
+        stages = method.stages()
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"method {self.p.request.method!r} declares duplicate stages {names}")
+        offset = sum(s.iterations for s in stages[: state.stage_index])
+        with StopFlag() as stop, StageProgress(self.console) as progress:
+            for index in range(state.stage_index, len(stages)):
+                stage = stages[index]
+                cache_path = self._stage_cache_path(stage)
+                if state.iteration == 0 and self._load_stage(method, stage, cache_path, tracker):
+                    pass
+                else:
+                    ctx = StageContext(streams, self.runtime, self.config["train"], ckpt_dir,
+                                       tracker.log_metrics, lambda s: self._validate(method, s),
+                                       progress, stop, offset)
+                    resume = ckpt if ckpt and index == state.stage_index and state.iteration else None
+                    run_stage(method, stage, state, ctx, resume)
+                    if cache_path is not None:
+                        checkpoint.save(method.stage_state_dict(stage), cache_path.parent,
+                                        cache_path.stem)
+                        tracker.set_tag(f"{TAG}stage_cache.{stage.name}", "miss")
+                        tracker.log_artifact(cache_path, "stages")
+                offset += stage.iterations
+                state.stage_index, state.iteration = index + 1, 0
+                state.done_stages.append(stage.name)
+                save_checkpoint(method, state, None, None, streams, ckpt_dir)
+        if state.skipped_steps:
+            tracker.log_metrics({"train/skipped_nonfinite_steps": state.skipped_steps}, offset)
+
+    def _load_stage(self, method: Method, stage: Stage, cache_path: Path | None,
+                    tracker: Tracker) -> bool:
+        if cache_path is None or not cache_path.is_file():
+            return False
+        method.load_stage_state_dict(stage, checkpoint.load_file(cache_path, self.runtime.device))
+        tracker.set_tag(f"{TAG}stage_cache.{stage.name}", "hit")
+        self.console.print(f"stage {stage.name}: loaded from cache {cache_path.name}")
+        return True
+
+    def _test(self, method: Method, tracker: Tracker, ckpt_dir: Path
+              ) -> tuple[dict[str, float], dict[str, dict[str, dict[int, float]]]]:
+        best = ckpt_dir / "best.pt"
+        if best.is_file():
+            method.load_state_dict(checkpoint.load_file(best, self.runtime.device)["method"])
+        scores, preds = evaluate(method, self.cache, self.p.split.test, self.p.class_map,
+                                 plugins.metrics(), self.runtime.device,
+                                 int(self.config["eval"]["batch_size"]), self.runtime.autocast())
+        metrics = summarize(scores, self.p.class_map, "test")
+        total = sum(s.iterations for s in method.stages())
+        tracker.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)}, total)
+        with tempfile.TemporaryDirectory() as tmp:
+            csv_path = Path(tmp) / "per_case.csv"
+            write_per_case_csv(csv_path, scores, self.p.class_map)
+            tracker.log_artifact(csv_path)
+            for png in save_overlays(Path(tmp) / "overlays", self.cache, preds, self.p.class_map,
+                                     int(self.config["eval"]["overlays"])):
+                tracker.log_artifact(png, "overlays")
+            model_path = Path(tmp) / "model.pt"
+            torch.save({"method": method.state_dict(), "config": self.config,
+                        "class_map": self.p.class_map.to_dict()}, model_path)
+            tracker.log_artifact(model_path, "checkpoint")
+        return metrics, scores
+
+
+def execute(req: RunRequest, console: Console | None = None) -> RunResult:
+    """Prepare and run one request."""
+    return Engine(prepare(req), console).run()

@@ -1,0 +1,92 @@
+"""Device, precision, threads and determinism: the engine's choices, never a method's."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from spinebench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # "fp32" | "bf16"
+    channels_last: bool
+    deterministic: bool
+
+    def autocast(self) -> Callable[[], AbstractContextManager]:
+        if self.precision == "bf16":
+            return partial(torch.autocast, device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+    if requested not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {requested!r} is unknown; use auto, cpu or cuda")
+    return torch.device(requested)
+
+
+def setup(train: dict[str, Any], device_name: str, seed: int) -> Runtime:
+    """Apply threads, seeds and determinism; resolve ``auto`` settings for the device."""
+    device = pick_device(device_name)
+    if device.type == "cpu":
+        torch.set_num_threads(int(train["threads"]) or os.cpu_count() or 1)
+    precision = train["precision"]
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision {precision!r} is unknown; use auto, fp32 or bf16")
+    channels_last = train["channels_last"]
+    channels_last = device.type == "cuda" if channels_last == "auto" else bool(channels_last)
+    deterministic = train["deterministic"]
+    deterministic = device.type == "cpu" if deterministic == "auto" else bool(deterministic)
+    seed_everything(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return Runtime(device, precision, channels_last, deterministic)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain values (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,211 @@
+"""The training loop of one stage: steps, schedule, logging, validation, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spinebench.data.streams import TrainStreams
+from spinebench.engine import checkpoint
+from spinebench.engine.perf import PerfMeter
+from spinebench.engine.runtime import Runtime, rng_state, set_rng_state
+from spinebench.errors import ConfigError, NonFiniteLossError
+from spinebench.method import Method, Stage, StepInfo
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; the engine saved a checkpoint at a step boundary."""
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (a second SIGINT aborts now)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class TrainState:
+    """Everything that resumes a run exactly; saved in each checkpoint."""
+
+    stage_index: int = 0
+    iteration: int = 0
+    best_score: float = -math.inf
+    best_iteration: int = -1
+    skipped_steps: int = 0
+    done_stages: list[str] = field(default_factory=list)
+
+
+def build_optimizer(method: Method, stage: Stage, train: dict[str, Any]
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD or AdamW with a poly schedule over the stage's iterations."""
+    spec = stage.optimizer
+    name = spec.name or train["optimizer"]
+    lr = spec.lr if spec.lr is not None else train["lr"]
+    wd = spec.weight_decay if spec.weight_decay is not None else train["weight_decay"]
+    momentum = spec.momentum if spec.momentum is not None else train["momentum"]
+    power = spec.poly_power if spec.poly_power is not None else train["poly_power"]
+    params = list(method.trainable_parameters(stage))
+    if not params:
+        raise ConfigError(f"stage {stage.name!r} has no trainable parameters")
+    if name == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum,
+                                                     weight_decay=wd)
+    elif name == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    else:
+        raise ConfigError(f"optimizer {name!r} is unknown; use sgd or adamw")
+    total = max(stage.iterations, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: (1 - min(it, total - 1) / total)
+                                              ** power)
+    return opt, sched
+
+
+@dataclass
+class StageContext:
+    """What the loop needs beyond the method: data, runtime, callbacks into the engine."""
+
+    streams: TrainStreams
+    runtime: Runtime
+    train: dict[str, Any]
+    checkpoint_dir: Path
+    log: Callable[[dict[str, float], int], None]
+    validate: Callable[[Stage], dict[str, float]]
+    progress: Any  # spinebench.engine.progress.StageProgress
+    stop: StopFlag
+    global_step_offset: int = 0
+
+
+def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext,
+              resume: dict[str, Any] | None) -> None:
+    """Train ``stage`` from ``state.iteration`` to its budget."""
+    train = ctx.train
+    opt, sched = build_optimizer(method, stage, train)
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+    else:
+        method.on_stage_start(stage)
+    method.train()
+    autocast = ctx.runtime.autocast()
+    log_every, val_every = int(train["log_every"]), int(train["val_every"])
+    ckpt_every = int(train["checkpoint_every"])
+    check_every_step = ctx.runtime.device.type == "cpu" or train["skip_nonfinite"]
+    perf = PerfMeter(ctx.runtime.device)
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    ctx.progress.start(stage, state.iteration)
+    it = state.iteration
+    while it < stage.iterations:
+        perf.data_start()
+        batch = ctx.streams.next(stage.unlabeled)
+        if ctx.runtime.channels_last:
+            batch.image = batch.image.contiguous(memory_format=torch.channels_last)
+        perf.data_end()
+        step = StepInfo(it, stage.iterations)
+        with autocast():
+            out = method.training_step(stage, batch, step)
+        loss = out.losses["loss"]
+        if check_every_step and not bool(torch.isfinite(loss)):
+            bad = [k for k, v in out.losses.items() if not bool(torch.isfinite(v).all())]
+            if train["skip_nonfinite"]:
+                state.skipped_steps += 1
+                opt.zero_grad(set_to_none=True)
+                it += 1
+                state.iteration = it
+                sched.step()
+                continue
+            raise NonFiniteLossError(
+                f"non-finite loss in stage {stage.name!r} at iteration {it} "
+                f"(terms: {', '.join(bad) or 'loss'}); lower train.lr or set "
+                "train.skip_nonfinite=true"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        method.after_optimizer_step(stage, step)
+        it += 1
+        state.iteration = it
+        perf.step_end()
+        for k, v in out.losses.items():
+            sums[stage.prefix + k] = sums.get(stage.prefix + k, 0) + v.detach().float()
+        for k, v in out.diagnostics.items():
+            sums[k] = sums.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else v)
+        count += 1
+        if it % log_every == 0 or it == stage.iterations:
+            values = {k: float(v) / count for k, v in sums.items()}
+            if not check_every_step and not math.isfinite(values.get(stage.prefix + "loss", 0)):
+                raise NonFiniteLossError(
+                    f"non-finite loss in stage {stage.name!r} before iteration {it}; lower "
+                    "train.lr or set train.skip_nonfinite=true")
+            values[f"{stage.prefix}lr"] = opt.param_groups[0]["lr"]
+            values.update(perf.summary(stage.prefix.replace("/", "") or stage.name))
+            ctx.log(values, ctx.global_step_offset + it)
+            ctx.progress.update(it, values.get(stage.prefix + "loss"))
+            sums, count = {}, 0
+        else:
+            ctx.progress.update(it, None)
+        if it % val_every == 0 or it == stage.iterations:
+            scores = ctx.validate(stage)
+            ctx.log(scores, ctx.global_step_offset + it)
+            score = scores.get("val/dice")
+            if stage.segments and score is not None and score > state.best_score:
+                state.best_score, state.best_iteration = score, it
+                checkpoint.save({"method": method.state_dict()}, ctx.checkpoint_dir, "best")
+        if it % ckpt_every == 0 or ctx.stop.signal is not None:
+            save_checkpoint(method, state, opt, sched, ctx.streams, ctx.checkpoint_dir)
+        if ctx.stop.signal is not None:
+            raise Interrupted(f"signal {ctx.stop.signal} at stage {stage.name} iteration {it}")
+    ctx.progress.finish(stage)
+
+
+def save_checkpoint(method: Method, state: TrainState, opt: torch.optim.Optimizer | None,
+                    sched: Any, streams: TrainStreams, folder: Path) -> None:
+    """Everything needed to continue exactly here; at a stage boundary there is no optimiser."""
+    checkpoint.save(
+        {
+            "method": method.state_dict(),
+            "optimizer": opt.state_dict() if opt is not None else None,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "streams": streams.state_dict(),
+            "rng": rng_state(),
+            "state": copy.deepcopy(state.__dict__),
+            "time": time.time(),
+        },
+        folder,
+    )
+
+
+def restore(method: Method, ckpt: dict[str, Any], streams: TrainStreams) -> TrainState:
+    """Load a checkpoint's model, data-stream and RNG state; return the loop state."""
+    method.load_state_dict(ckpt["method"])
+    streams.load_state_dict(ckpt["streams"])
+    set_rng_state(ckpt["rng"])
+    return TrainState(**ckpt["state"])

@@ -1,0 +1,170 @@
+"""The method API: what a segmentation method implements and what the engine gives it.
+
+A method owns only its math. The engine owns the loop (device, precision, optimiser and
+schedule, iterations, validation, checkpoints, resume, progress, tracking); it hands the method
+batches and asks for losses. A method is a ``torch.nn.Module`` so its parameters, buffers (EMA
+teachers, frozen VLMs) and ``state_dict`` travel with it; it must create every parameter in
+``__init__`` because the engine builds the optimiser and loads checkpoints right after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from spinebench.data.classmap import ClassMap
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Optimiser and poly schedule for one stage; ``None`` fields fall back to ``train.*``."""
+
+    name: str | None = None  # "sgd" | "adamw"
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    poly_power: float | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage, run by the engine with its own budget, progress bar and checkpoint.
+
+    ``segments``: after this stage ``predict`` is meaningful, so the engine validates with val
+    Dice and keeps the best state. A non-segmenting stage (e.g. VLM pretraining) is validated
+    through :meth:`Method.validate_stage` instead. ``cache_key``: when set, the engine caches the
+    method's state after the stage under a hash of this key and the split, and later runs with
+    the same key load it and skip the stage.
+    """
+
+    name: str
+    iterations: int
+    prefix: str = "train/"
+    unlabeled: bool = False
+    segments: bool = True
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    cache_key: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where training is: ``iteration`` counts from 0 within the stage."""
+
+    iteration: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.iteration / max(self.total, 1)
+
+
+@dataclass
+class Batch:
+    """One training step's data, already on the method's device.
+
+    ``image``/``label``: labeled slices [B,1,H,W] float and [B,H,W] int64 (weakly augmented).
+    ``unlabeled_weak``: unlabeled slices under the same kind of weak augmentation.
+    ``unlabeled_strong``: two strong views of the same slices (photometric: contrast, gamma,
+    noise, blur), pixel-aligned with ``unlabeled_weak``. ``unlabeled_truth``: the hidden labels of
+    the unlabeled slices where the dataset has them — for diagnostics only (``pseudo/dice``);
+    a method that trains on it is invalid.
+    """
+
+    image: torch.Tensor
+    label: torch.Tensor
+    unlabeled_weak: torch.Tensor | None = None
+    unlabeled_strong: tuple[torch.Tensor, torch.Tensor] | None = None
+    unlabeled_truth: torch.Tensor | None = None
+
+
+@dataclass
+class StepOutput:
+    """``losses["loss"]`` is optimised; every entry is logged as ``<prefix><name>``.
+
+    ``diagnostics`` are logged under their own names (e.g. ``pseudo/dice``), never optimised.
+    Values may be tensors: the engine converts them only at logging steps, so returning
+    tensors costs no device sync.
+    """
+
+    losses: dict[str, torch.Tensor]
+    diagnostics: dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """Everything a method may know about the run: no paths, no tracker, no device choice."""
+
+    class_map: ClassMap
+    image_size: int
+    options: dict[str, Any]
+    config: dict[str, Any]
+    in_channels: int = 1
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_map.num_classes
+
+
+class Method(nn.Module):
+    """Base class of every segmentation method (see docs/writing-a-method-plugin.md)."""
+
+    #: Options a user may set as ``method.<name>`` with their defaults; types are enforced.
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    @classmethod
+    def default_config(cls, profile: str) -> dict[str, Any]:
+        """Overrides of the engine's config for this method and profile (e.g. ``train.lr``)."""
+        return {}
+
+    def stages(self) -> list[Stage]:
+        """The stages in order; the default is one supervised stage of ``train.iterations``."""
+        return [Stage(name="train", iterations=int(self.ctx.config["train"]["iterations"]))]
+
+    def trainable_parameters(self, stage: Stage) -> Iterator[nn.Parameter]:
+        """Parameters the stage's optimiser updates (frozen parts and EMA teachers excluded)."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        """Compute the losses for one step; the engine back-propagates ``losses["loss"]``."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
+        """Hook after each optimiser step (EMA teacher updates)."""
+
+    def on_stage_start(self, stage: Stage) -> None:
+        """Hook before a stage's first step (freeze a pretrained part, build a teacher)."""
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits [B, num_classes, H, W] for images [B, 1, H, W]; called under ``no_grad``."""
+        raise NotImplementedError
+
+    def validate_stage(
+        self, stage: Stage, images: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, float]:
+        """Validation numbers for a non-segmenting stage, on a batch of val slices.
+
+        Returned values are averaged over val batches and logged as ``val/<prefix><name>``.
+        """
+        return {}
+
+    def stage_state_dict(self, stage: Stage) -> dict[str, Any]:
+        """What a cached stage keeps (default: the whole state)."""
+        return self.state_dict()
+
+    def load_stage_state_dict(self, stage: Stage, state: dict[str, Any]) -> None:
+        """Restore what :meth:`stage_state_dict` returned."""
+        self.load_state_dict(state)
+
+
+def frozen(params: Iterable[nn.Parameter]) -> None:
+    """Stop gradients to ``params`` (pretrained backbones, teachers)."""
+    for p in params:
+        p.requires_grad_(False)

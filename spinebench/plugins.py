@@ -1,0 +1,172 @@
+"""The plugin manager: default plugins plus the ``spinebench`` entry-point group.
+
+Built-in methods, datasets and metrics are ordinary plugins (datasette's DEFAULT_PLUGINS
+pattern); the core never imports the bundled method plugins, which are found by entry point
+exactly as a third party's would be.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from spinebench import hookspecs
+from spinebench.errors import PluginError, SpinebenchError
+
+ENTRY_POINT_GROUP = "spinebench"
+DISABLE_ENV = "SPINEBENCH_DISABLE_PLUGINS"
+DEFAULT_PLUGINS = (
+    "spinebench.builtin.supervised",
+    "spinebench.builtin.synthetic",
+    "spinebench.builtin.metrics",
+)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``spinebench list plugins`` shows for one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+
+
+_failed: dict[str, str] = {}
+_dist_of: dict[str, tuple[str, str]] = {}
+
+
+def _disabled() -> set[str]:
+    return {p.strip() for p in os.environ.get(DISABLE_ENV, "").split(",") if p.strip()}
+
+
+@cache
+def get_plugin_manager() -> pluggy.PluginManager:
+    """Load default and entry-point plugins once per process; failures warn and are skipped."""
+    pm = pluggy.PluginManager("spinebench")
+    pm.add_hookspecs(hookspecs)
+    blocked = _disabled()
+    from spinebench import __version__
+
+    for module_name in DEFAULT_PLUGINS:
+        short = module_name.rsplit(".", 1)[-1]
+        if short in blocked or module_name in blocked:
+            continue
+        pm.register(importlib.import_module(module_name), name=short)
+        _dist_of[short] = ("spinebench", __version__)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in blocked or pm.has_plugin(ep.name):
+            if pm.has_plugin(ep.name):
+                warnings.warn(f"plugin {ep.name!r} is installed twice; keeping the first",
+                              stacklevel=2)
+            continue
+        dist = ep.dist.name if ep.dist else "?"
+        ver = ep.dist.version if ep.dist else "?"
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # a broken plugin must not break the CLI
+            _failed[ep.name] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"spinebench plugin {ep.name!r} ({dist} {ver}) failed to load and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                stacklevel=2,
+            )
+            continue
+        _dist_of[ep.name] = (dist, ver)
+    pm.check_pending()
+    return pm
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every registered plugin with its distribution, version and implemented hooks."""
+    pm = get_plugin_manager()
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or []))
+        dist, ver = _dist_of.get(name, ("?", "?"))
+        infos.append(PluginInfo(name=name, distribution=dist, version=ver, hooks=hooks))
+    return sorted(infos, key=lambda p: (p.distribution != "spinebench", p.name))
+
+
+def failed_plugins() -> dict[str, str]:
+    """Entry points that failed to import, by name, with the error."""
+    get_plugin_manager()
+    return dict(_failed)
+
+
+def _collect(hook_name: str, kind: str) -> dict[str, Any]:
+    pm = get_plugin_manager()
+    found: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    hook = getattr(pm.hook, hook_name)
+    for impl in hook.get_hookimpls():
+        plugin_name = impl.plugin_name
+        dist = _dist_of.get(plugin_name, ("?", "?"))[0]
+
+        def register(name: str, obj: Any, _plugin: str = plugin_name, _dist: str = dist) -> None:
+            if name in found:
+                raise PluginError(
+                    f"{kind} {name!r} is registered by both {owner[name]} and "
+                    f"{_dist} (plugin {_plugin}); uninstall one or block it with "
+                    f"{DISABLE_ENV}={_plugin}"
+                )
+            found[name] = obj
+            owner[name] = f"{_dist} (plugin {_plugin})"
+
+        try:
+            impl.function(register=register)
+        except SpinebenchError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {plugin_name!r} ({dist}) raised while registering {kind}s: "
+                f"{type(exc).__name__}: {exc}; fix or block it with {DISABLE_ENV}={plugin_name}"
+            ) from exc
+    return found
+
+
+@cache
+def methods() -> dict[str, type]:
+    """All registered methods by name."""
+    return _collect("spinebench_register_methods", "method")
+
+
+@cache
+def datasets() -> dict[str, type]:
+    """All registered datasets by name."""
+    return _collect("spinebench_register_datasets", "dataset")
+
+
+@cache
+def metrics() -> dict[str, Callable[..., dict[int, float]]]:
+    """All registered metrics by name."""
+    return _collect("spinebench_register_metrics", "metric")
+
+
+def lookup(registry: dict[str, Any], name: str, kind: str) -> Any:
+    """Fetch ``name`` or fail with the closest registered name suggested."""
+    if name in registry:
+        return registry[name]
+    close = difflib.get_close_matches(name, list(registry), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise SpinebenchError(
+        f"unknown {kind} {name!r}: {hint}available: {', '.join(sorted(registry)) or 'none'} "
+        f"(`spinebench list {kind}s`)"
+    )
+
+
+def reset() -> None:
+    """Forget loaded plugins (tests that install or block plugins in-process)."""
+    for fn in (get_plugin_manager, methods, datasets, metrics):
+        fn.cache_clear()
+    _failed.clear()
+    _dist_of.clear()
