@@ -33,7 +33,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Dotted override
 UriOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///spinebench-runs/mlflow.db).")]
 ExperimentOpt = Annotated[str | None, typer.Option(help="MLflow experiment (default: spinebench/<dataset>).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an unfinished run with the same config.")]
+ResumeOpt = Annotated[bool | None, typer.Option("--resume/--no-resume", help="Continue the unfinished run with this config (default: when there is one).")]
 
 
 def parse_fraction(text: str) -> float:
@@ -57,7 +57,7 @@ def run(
     tracking_uri: UriOpt = None,
     experiment: ExperimentOpt = None,
     device: DeviceOpt = "auto",
-    resume: ResumeOpt = True,
+    resume: ResumeOpt = None,
 ) -> None:
     """Train and evaluate one method; the run is tracked in MLflow."""
     from spinebench.commands.run import run_and_report

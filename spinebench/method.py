@@ -140,7 +140,11 @@ class Method(nn.Module):
         """Hook after each optimiser step (EMA teacher updates)."""
 
     def on_stage_start(self, stage: Stage) -> None:
-        """Hook before a stage's first step (freeze a pretrained part, build a teacher)."""
+        """Hook before a stage trains (freeze a pretrained part, copy student to teacher).
+
+        Also called when a run resumes inside the stage, before the checkpointed state is loaded
+        again, so settings that ``state_dict`` does not hold (``requires_grad``) are restored.
+        """
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Logits [B, num_classes, H, W] for images [B, 1, H, W]; called under ``no_grad``."""

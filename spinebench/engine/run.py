@@ -25,6 +25,7 @@ from rich.console import Console
 from spinebench import __version__, plugins
 from spinebench.config import (
     config_hash,
+    flatten,
     load_yaml_file,
     parse_overrides,
     resolve,
@@ -43,7 +44,7 @@ from spinebench.engine.evaluate import (
     write_per_case_csv,
 )
 from spinebench.engine.progress import StageProgress
-from spinebench.engine.runtime import Runtime, setup
+from spinebench.engine.runtime import Runtime, pick_device, setup
 from spinebench.engine.tracking import TAG, Tracker, experiment_name, resolve_uri
 from spinebench.engine.trainer import (
     Interrupted,
@@ -74,7 +75,7 @@ class RunRequest:
     tracking_uri: str | None = None
     experiment: str | None = None
     device: str = "auto"
-    resume: bool = True
+    resume: bool | None = None  # None: resume when possible; True: must resume; False: never
 
 
 @dataclass
@@ -118,6 +119,7 @@ class RunResult:
 def prepare(req: RunRequest) -> Prepared:
     """Validate everything the user gave before any work starts."""
     check_fraction(req.labeled)
+    pick_device(req.device)
     method_cls = plugins.lookup(plugins.methods(), req.method, "method")
     dataset_cls = plugins.lookup(plugins.datasets(), req.dataset, "dataset")
     file_config = load_yaml_file(req.config_file) if req.config_file else {}
@@ -237,7 +239,8 @@ class Engine:
         info = RunInfo(req.method, req.dataset, req.seed, req.labeled, req.profile, cfg,
                        self.p.config_hash, self.p.split.hash(), uri, exp)
         ckpt_dir = runs_dir() / "checkpoints" / self.p.config_hash
-        resume_id = tracker.find_unfinished(self.p.config_hash) if req.resume else None
+        run_name = f"{req.method}-l{req.labeled:g}-s{req.seed}"
+        resume_id = self._resume_target(tracker, run_name)
         ckpt = checkpoint.load_latest(ckpt_dir, self.runtime.device) if resume_id else None
         if resume_id is None:
             for stale in ckpt_dir.glob("*"):
@@ -254,7 +257,6 @@ class Engine:
         sha = _git_sha()
         if sha:
             tags["mlflow.source.git.commit"] = sha
-        run_name = f"{req.method}-l{req.labeled:g}-s{req.seed}"
         info.run_id = tracker.start(run_name, tags, cfg, resume_id=resume_id)
         self.console.print(f"[bold]spinebench[/] {short_summary(cfg)}")
         self.console.print(
@@ -277,6 +279,24 @@ class Engine:
             raise
         tracker.end("FINISHED")
         return RunResult(info, metrics, per_case, resumed=ckpt is not None)
+
+    def _resume_target(self, tracker: Tracker, run_name: str) -> str | None:
+        """The run to continue, or None; an explicit --resume that cannot happen says why."""
+        if self.p.request.resume is False:
+            return None
+        found = tracker.find_unfinished(self.p.config_hash)
+        if found or self.p.request.resume is None:
+            return found
+        other = tracker.find_unfinished_by_name(run_name)
+        if other is None:
+            raise ConfigError(f"--resume: no unfinished run {run_name!r} with this config; "
+                              "drop --resume to start a new run")
+        run_id, params = other
+        now = {k: str(v) for k, v in flatten(self.config).items()}
+        changes = [f"{k}: {params.get(k)} -> {now.get(k)}" for k in sorted(now.keys() | params)
+                   if params.get(k) != now.get(k)]
+        raise ConfigError(f"--resume: run {run_id} was started with another config "
+                          f"({'; '.join(changes[:5])}); rerun with its settings or use --no-resume")
 
     def _log_start_artifacts(self, tracker: Tracker) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -77,6 +77,18 @@ class Tracker:
             return runs[0].info.run_id
         return None
 
+    def find_unfinished_by_name(self, run_name: str) -> tuple[str, dict[str, str]] | None:
+        """The newest unfinished run of this name and its params (to explain a refused resume)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"attributes.run_name = '{run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs and runs[0].info.status in ("RUNNING", "FAILED", "KILLED"):
+            return runs[0].info.run_id, dict(runs[0].data.params)
+        return None
+
     def start(self, run_name: str, tags: dict[str, str], params: dict[str, Any],
               resume_id: str | None = None) -> str:
         if resume_id:

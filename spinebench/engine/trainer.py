@@ -106,12 +106,13 @@ def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext
               resume: dict[str, Any] | None) -> None:
     """Train ``stage`` from ``state.iteration`` to its budget."""
     train = ctx.train
+    method.on_stage_start(stage)
     opt, sched = build_optimizer(method, stage, train)
-    if resume is not None:
+    if resume is not None:  # mid-stage: undo whatever on_stage_start changed, exactly
+        method.load_state_dict(resume["method"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
-    else:
-        method.on_stage_start(stage)
+        set_rng_state(resume["rng"])
     method.train()
     autocast = ctx.runtime.autocast()
     log_every, val_every = int(train["log_every"]), int(train["val_every"])

@@ -12,6 +12,10 @@ old configs with ``eos_token_id == 2``, ``argmax(input_ids)``, which returns the
 and the text encoder is causal, so nothing after that token can change the pooled embedding. Both
 paddings, any padded length, and passing or omitting ``attention_mask`` give the same text
 embedding; the tests check this. Truncation keeps the end-of-text token last, as open_clip does.
+
+Text cleaning: HF's tokenizer NFC-normalises, collapses whitespace and lower-cases; open_clip also
+runs ftfy and ``html.unescape``, which only differ on mojibake or HTML entities, never on prompts
+built from class names.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ BOS_ID = 49406
 EOS_ID = 49407
 VOCAB_SIZE = 49408
 _NUM_MERGES = VOCAB_SIZE - 256 * 2 - 2  # 48894: CLIP keeps this many merges of the BPE file
+_MIN_VOCAB = 1000  # fewer tokens: nothing was really loaded
 _FORMAT = "clip-bpe-v1"  # bump when the files written below change
 
 
@@ -72,6 +77,11 @@ def build_tokenizer(
         raise PretrainedUnavailable(
             unavailable_message(pretrained, "tokenizer", flag, allow_download, error)
         ) from None
+    if len(tokenizer) < _MIN_VOCAB:
+        # transformers 5 returns a near-empty tokenizer for a hub id missing from the cache.
+        raise PretrainedUnavailable(
+            unavailable_message(pretrained, "tokenizer", flag, allow_download)
+        )
     if tokenizer.model_max_length > CONTEXT_LENGTH:
         tokenizer.model_max_length = CONTEXT_LENGTH
     return tokenizer

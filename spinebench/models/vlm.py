@@ -22,8 +22,10 @@ What a method author must know about transformers' ``CLIPSegForImageSegmentation
   by computing them with gradients. :func:`freeze_backbone` marks the CLIP part frozen so
   optimizers and parameter counts agree with what ``forward`` does.
 - Position embeddings are interpolated (bicubic) to the input size (``interpolate_pos_encoding``
-  defaults to True in CLIPSeg), so pretrained weights (224 px, patch 16) run at e.g. 256 px.
+  defaults to True in CLIPSeg), so pretrained weights (ViT-B/16 at 224 px) run at e.g. 352 px.
   ``CLIPModel`` defaults to False: :func:`clip_patch_embeddings` passes True.
+- Pixels: CIDAS CLIPSeg was trained on 352 px inputs normalised with ImageNet's mean/std (its
+  preprocessor_config.json), not CLIP's; :func:`pixel_stats` returns what the weights expect.
 - Text pooling uses the first end-of-text token; see :mod:`spinebench.models.tokenizer` for why
   the padding token does not matter.
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from huggingface_hub import hf_hub_download
 from transformers import (
     CLIPConfig,
     CLIPModel,
@@ -74,7 +77,7 @@ _BOS_ID, _EOS_ID = 49406, 49407
 
 
 class PretrainedUnavailable(SpinebenchError):
-    """Pretrained weights (or tokenizer) that cannot be loaded; the message is one line for users."""
+    """Pretrained weights or tokenizer that cannot be loaded; the message is one line for users."""
 
 
 def is_local_path(pretrained: str) -> bool:
@@ -101,7 +104,7 @@ def unavailable_message(
     how = "offline" if not allow_download else "from the Hugging Face hub"
     reason = ""
     if allow_download and error is not None:
-        first = " ".join(str(error).split())[:160]
+        first = " ".join(str(error).split()).split(". ")[0][:160]
         reason = f" ({type(error).__name__}: {first})"
     return (
         f"cannot load '{pretrained}' {how}{reason}: download it once with "
@@ -184,14 +187,21 @@ def class_prompts(class_map: ClassMap, template: str = DEFAULT_TEMPLATE) -> list
     return [template.format(name=c.prompt_name) for c in class_map.classes]
 
 
-def to_clip_pixels(images: torch.Tensor, normalise: bool) -> torch.Tensor:
+def to_clip_pixels(
+    images: torch.Tensor,
+    normalise: bool,
+    *,
+    mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    std: Sequence[float] = OPENAI_CLIP_STD,
+) -> torch.Tensor:
     """[B,1,H,W] z-scored grey slices -> [B,3,H,W] CLIP input.
 
     ``normalise=True`` (pretrained weights) rescales each image min-max to [0, 1], as the slice
     would look rendered as a picture, whatever intensity normalisation the dataset used; then
-    applies CLIP's per-channel mean/std. A constant image maps to 0 before mean/std. With False
-    (random weights) the z-scored values are kept and only repeated to three channels.
-    Differentiable, so it can sit inside a training step.
+    applies the per-channel ``mean``/``std`` the weights were trained with (pass
+    ``*pixel_stats(model)``: OpenAI CLIP's by default, ImageNet's for CIDAS CLIPSeg). A constant
+    image maps to 0 before mean/std. With False (random weights) the z-scored values are kept
+    and only repeated to three channels. Differentiable, so it can sit inside a training step.
     """
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected images of shape [B,1,H,W], got {list(images.shape)}")
@@ -201,9 +211,21 @@ def to_clip_pixels(images: torch.Tensor, normalise: bool) -> torch.Tensor:
     low = flat.min(dim=1).values.view(-1, 1, 1, 1)
     high = flat.max(dim=1).values.view(-1, 1, 1, 1)
     unit = (images - low) / (high - low).clamp_min(1e-6)
-    mean = images.new_tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
-    return (unit.expand(-1, 3, -1, -1) - mean) / std
+    mean_t = images.new_tensor(list(mean)).view(1, 3, 1, 1)
+    std_t = images.new_tensor(list(std)).view(1, 3, 1, 1)
+    return (unit.expand(-1, 3, -1, -1) - mean_t) / std_t
+
+
+def pixel_stats(model: PreTrainedModel) -> tuple[list[float], list[float]]:
+    """The image mean/std ``model`` expects, for :func:`to_clip_pixels`.
+
+    The builders copy them from the checkpoint's ``preprocessor_config.json`` into
+    ``config.pixel_mean``/``pixel_std`` (so :func:`save_vlm` keeps them): CIDAS CLIPSeg uses
+    ImageNet's, OpenAI CLIP its own. Anything else gets OpenAI CLIP's.
+    """
+    mean = getattr(model.config, "pixel_mean", None) or OPENAI_CLIP_MEAN
+    std = getattr(model.config, "pixel_std", None) or OPENAI_CLIP_STD
+    return [float(v) for v in mean], [float(v) for v in std]
 
 
 def save_vlm(
@@ -330,7 +352,9 @@ def _load(
         folder = Path(pretrained).expanduser()
         config = folder / "config.json"
         if not config.is_file():
-            raise PretrainedUnavailable(unavailable_message(pretrained, model_type, flag))
+            raise PretrainedUnavailable(
+                unavailable_message(pretrained, f"{model_type} model", flag)
+            )
         found = json.loads(config.read_text(encoding="utf-8")).get("model_type")
         if found != model_type:
             raise PretrainedUnavailable(
@@ -341,14 +365,37 @@ def _load(
     else:
         source, local_only = pretrained, not allow_download
     try:
-        return cls.from_pretrained(source, local_files_only=local_only)
+        model = cls.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError) as error:
         raise PretrainedUnavailable(
-            unavailable_message(pretrained, model_type, flag, allow_download, error)
+            unavailable_message(pretrained, f"{model_type} model", flag, allow_download, error)
         ) from None
+    if getattr(model.config, "pixel_mean", None) is None:
+        stats = _preprocessor_stats(source, local_only)
+        if stats is not None:
+            model.config.pixel_mean, model.config.pixel_std = stats
+    return model
 
 
-__all__: Sequence[str] = (
+def _preprocessor_stats(source: str, local_only: bool) -> tuple[list[float], list[float]] | None:
+    """``image_mean``/``image_std`` of a checkpoint's preprocessor_config.json, if it has one."""
+    folder = Path(source)
+    if folder.is_dir():
+        path: str | Path | None = folder / "preprocessor_config.json"
+    else:
+        try:
+            path = hf_hub_download(source, "preprocessor_config.json", local_files_only=local_only)
+        except Exception:  # missing file, offline, no network: fall back to CLIP's statistics
+            path = None
+    if path is None or not Path(path).is_file():
+        return None
+    config = json.loads(Path(path).read_text(encoding="utf-8"))
+    if "image_mean" not in config or "image_std" not in config:
+        return None
+    return list(config["image_mean"]), list(config["image_std"])
+
+
+__all__ = [
     "DEFAULT_CLIP",
     "DEFAULT_CLIPSEG",
     "DEFAULT_TEMPLATE",
@@ -362,6 +409,7 @@ __all__: Sequence[str] = (
     "clipseg_logits",
     "clipseg_text_embeddings",
     "freeze_backbone",
+    "pixel_stats",
     "save_vlm",
     "to_clip_pixels",
-)
+]

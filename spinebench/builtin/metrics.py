@@ -1,0 +1,13 @@
+"""Built-in metrics: Dice, HD95 and ASSD (mm), computed with MONAI."""
+
+from __future__ import annotations
+
+from spinebench.engine.metrics import assd, dice, hd95
+from spinebench.hookspecs import hookimpl
+
+
+@hookimpl
+def spinebench_register_metrics(register) -> None:  # type: ignore[no-untyped-def]
+    register("dice", dice)
+    register("hd95", hd95)
+    register("assd", assd)
