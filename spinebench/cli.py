@@ -34,6 +34,12 @@ UriOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: 
 ExperimentOpt = Annotated[str | None, typer.Option(help="MLflow experiment (default: spinebench/<dataset>).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 ResumeOpt = Annotated[bool | None, typer.Option("--resume/--no-resume", help="Continue the unfinished run with this config (default: when there is one).")]
+DeterministicOpt = Annotated[bool | None, typer.Option("--deterministic/--no-deterministic", help="Reproducible to the bit: same config and seed, same metrics (train.deterministic; default: on for CPU).")]
+
+
+def deterministic_override(flag: bool | None) -> list[str]:
+    """``--deterministic``/``--no-deterministic`` as the config override it stands for."""
+    return [] if flag is None else [f"train.deterministic={str(flag).lower()}"]
 
 
 def parse_fraction(text: str) -> float:
@@ -58,6 +64,7 @@ def run(
     experiment: ExperimentOpt = None,
     device: DeviceOpt = "auto",
     resume: ResumeOpt = None,
+    deterministic: DeterministicOpt = None,
 ) -> None:
     """Train and evaluate one method; the run is tracked in MLflow."""
     from spinebench.commands.run import run_and_report
@@ -65,9 +72,95 @@ def run(
 
     req = RunRequest(method=method, labeled=parse_fraction(labeled), dataset=dataset,
                      data_dir=data_dir, seed=seed, profile=profile, config_file=config,
-                     overrides=list(set_ or []), tracking_uri=tracking_uri,
-                     experiment=experiment, device=device, resume=resume)
+                     overrides=[*(set_ or []), *deterministic_override(deterministic)],
+                     tracking_uri=tracking_uri, experiment=experiment, device=device,
+                     resume=resume)
     run_and_report(req)
+
+
+MethodsOpt = Annotated[str | None, typer.Option(
+    help="Comma-separated methods, e.g. supervised,mean_teacher.")]
+FractionsOpt = Annotated[str | None, typer.Option(
+    "--labeled", "-l", help="Comma-separated labeled fractions, e.g. 0.05,0.1.")]
+GridOpt = Annotated[Path | None, typer.Option(
+    help="YAML grid (methods, labeled, seeds, set, variants); --methods/--labeled/--seeds "
+         "replace its lists.")]
+ExecutorOpt = Annotated[str, typer.Option(
+    help="local (this machine) or ray (a Ray cluster; pip install 'spinebench\\[ray]').")]
+WorkersOpt = Annotated[int, typer.Option(
+    help="local: cells at once, as processes (one GPU each when GPUs exist).")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    help="Ray cluster address (default: a local Ray instance).")]
+GpusPerCellOpt = Annotated[float | None, typer.Option(
+    help="ray: GPUs per cell (default: 1 when the cluster has GPUs).")]
+
+
+@app.command()
+def sweep(
+    methods: MethodsOpt = None,
+    labeled: FractionsOpt = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: 0).")] = None,
+    grid: GridOpt = None,
+    dataset: DatasetOpt = "synthetic",
+    data_dir: DataDirOpt = None,
+    profile: ProfileOpt = "quick",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    tracking_uri: UriOpt = None,
+    experiment: ExperimentOpt = None,
+    device: DeviceOpt = "auto",
+    resume: ResumeOpt = None,
+    deterministic: DeterministicOpt = None,
+    force: Annotated[bool, typer.Option(help="Rerun cells that have a FINISHED run.")] = False,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = 1,
+    ray_address: RayAddressOpt = None,
+    cpus_per_cell: Annotated[float, typer.Option(help="ray: CPUs per cell.")] = 1.0,
+    gpus_per_cell: GpusPerCellOpt = None,
+) -> None:
+    """Run every (method, fraction, seed) cell as a tracked run; finished cells are skipped."""
+    from spinebench.commands.sweep import sweep_and_report
+    from spinebench.engine.run import RunRequest
+    from spinebench.sweep import make_grid
+
+    cells = make_grid(grid, methods, labeled, seeds)
+    template = RunRequest(method="", labeled=0.0, dataset=dataset, data_dir=data_dir,
+                          profile=profile, config_file=config,
+                          overrides=[*(set_ or []), *deterministic_override(deterministic)],
+                          tracking_uri=tracking_uri, experiment=experiment, device=device,
+                          resume=resume)
+    raise typer.Exit(sweep_and_report(
+        cells, template, force=force, executor=executor, workers=workers,
+        ray_address=ray_address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell))
+
+
+FormatOpt = Annotated[list[str] | None, typer.Option(
+    "--format", help="md, csv or html (repeatable; default: all three).")]
+ClassFractionOpt = Annotated[float | None, typer.Option(
+    help="Labeled fraction of the per-class table and plots (default: the smallest).")]
+CheckOpt = Annotated[bool, typer.Option(
+    "--check", help="Exit 1, writing nothing, if a cell lacks seeds or mixes configs.")]
+CheckSeedsOpt = Annotated[str | None, typer.Option(
+    help="--check: seeds every cell must have (default: every seed seen).")]
+
+
+@app.command()
+def leaderboard(
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: all).")
+                          ] = None,
+    tracking_uri: UriOpt = None,
+    format_: FormatOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder for tables and figures.")] = Path("leaderboard"),
+    class_fraction: ClassFractionOpt = None,
+    check: CheckOpt = False,
+    seeds: CheckSeedsOpt = None,
+) -> None:
+    """Tables (md, csv, html), significance tests and figures from the tracked runs."""
+    from spinebench.commands.leaderboard import make_leaderboard, parse_seeds
+
+    raise typer.Exit(make_leaderboard(
+        tracking_uri=tracking_uri, experiment=experiment, formats=format_ or [], out=out,
+        class_fraction=class_fraction, check_first=check, seeds=parse_seeds(seeds)))
 
 
 @app.command("list")
@@ -78,6 +171,20 @@ def list_(
     from spinebench.commands.listing import show
 
     show(what)
+
+
+@app.command()
+def predict(
+    run_id: Annotated[str, typer.Option("--run", help="MLflow run id of a finished run.")],
+    input_: Annotated[Path, typer.Option("--input", help="A NIfTI file or a folder of them.")],
+    output: Annotated[Path, typer.Option(help="Folder for the label maps (not the input's).")],
+    tracking_uri: UriOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Segment NIfTI volumes with a run's final model; label maps keep the input's header."""
+    from spinebench.commands.predict import predict_and_report
+
+    predict_and_report(run_id, input_, output, tracking_uri, device)
 
 
 @data_app.command("synth")
@@ -95,7 +202,22 @@ def data_synth(
     typer.echo(f"wrote {len(pairs)} cases to {out}")
 
 
-BUILTIN_COMMANDS = {"run", "list", "data"}
+@app.command("new-plugin")
+def new_plugin(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Method name: lowercase letters, digits, _.")
+    ],
+    dir_: Annotated[
+        Path | None, typer.Option("--dir", help="Project folder (default: ./spinebench-NAME).")
+    ] = None,
+) -> None:
+    """Write a pip-installable method plugin: package, entry point, README, conformance tests."""
+    from spinebench.commands.new_plugin import create_and_report
+
+    create_and_report(name, dir_)
+
+
+BUILTIN_COMMANDS = {"run", "sweep", "leaderboard", "list", "data", "new-plugin", "predict"}
 
 
 def _install_plugin_commands() -> None:

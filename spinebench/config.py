@@ -23,6 +23,19 @@ from spinebench.errors import ConfigError
 PROFILES = ("quick", "paper")
 # Keys that change nothing a run computes: excluded from the hash.
 _UNHASHED = {"train.threads"}
+# Keys with a closed set of values, checked before anything runs ("auto" keys take true/false).
+CHOICES: dict[str, tuple[str | bool, ...]] = {
+    "train.optimizer": ("sgd", "adamw"),
+    "train.precision": ("auto", "fp32", "bf16"),
+    "train.channels_last": ("auto", True, False),
+    "train.deterministic": ("auto", True, False),
+}
+# Counts, sizes and rates that must be above zero (a zero divides by zero or trains nothing).
+POSITIVE = {
+    "data.cases", "data.image_size", "eval.batch_size", "train.batch_size",
+    "train.checkpoint_every", "train.iterations", "train.log_every", "train.lr",
+    "train.unlabeled_batch_size", "train.val_every",
+}  # fmt: skip
 
 
 def _load_yaml_text(text: str, origin: str) -> dict[str, Any]:
@@ -31,6 +44,9 @@ def _load_yaml_text(text: str, origin: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(exc, yaml.constructor.ConstructorError):  # e.g. !!python/object tags
+            raise ConfigError(f"{origin}: YAML tag not allowed{where} (config files hold plain "
+                              "values only); remove the '!!' tag") from None
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{origin}: YAML syntax error{where}: {problem}; fix the file") from None
     if data is None:
@@ -72,8 +88,23 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _choose(key: str, value: Any) -> Any:
+    """A value of a closed-choice key, or a one-line error listing the choices."""
+    choices = CHOICES[key]
+    if any(type(value) is type(c) and value == c for c in choices):
+        return value
+    names = [str(c).lower() for c in choices]
+    close = difflib.get_close_matches(str(value), names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"config key {key!r} got {value!r}; {hint}use one of {', '.join(names)}")
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Keep the default's type; ints are fine where floats are expected."""
+    if key in CHOICES:
+        return _choose(key, value)
+    if key in POSITIVE and isinstance(value, int | float) and not value > 0:
+        raise ConfigError(f"config key {key!r} must be above 0, got {value!r}; fix the value")
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -91,9 +122,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     elif isinstance(default, list):
         if isinstance(value, list | tuple):
             return list(value)
-    elif isinstance(default, dict):
-        if isinstance(value, dict):
-            return value
+    elif isinstance(default, dict) and isinstance(value, dict):
+        return value
     raise ConfigError(
         f"config key {key!r} expects {type(default).__name__} (default {default!r}), "
         f"got {value!r}; fix the value"
@@ -101,7 +131,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 
 def parse_overrides(pairs: list[str], method_name: str) -> dict[str, Any]:
-    """``["train.lr=0.1", "cps4.token_loss=false"]`` -> flat dict; ``<method>.x`` means ``method.x``."""
+    """``["train.lr=0.1", "cps4.token_loss=false"]`` -> flat dict; ``cps4.x`` = ``method.x``."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")

@@ -38,7 +38,8 @@ class Stage:
     Dice and keeps the best state. A non-segmenting stage (e.g. VLM pretraining) is validated
     through :meth:`Method.validate_stage` instead. ``cache_key``: when set, the engine caches the
     method's state after the stage under a hash of this key and the split, and later runs with
-    the same key load it and skip the stage.
+    the same key load it and skip the stage. ``load_from``: a stage state file (``.pt``) or the
+    id of a tracked run that cached this stage; the engine loads it and skips the stage.
     """
 
     name: str
@@ -48,6 +49,7 @@ class Stage:
     segments: bool = True
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     cache_key: dict[str, Any] | None = None
+    load_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ DISABLE_ENV = "SPINEBENCH_DISABLE_PLUGINS"
 DEFAULT_PLUGINS = (
     "spinebench.builtin.supervised",
     "spinebench.builtin.synthetic",
+    "spinebench.builtin.mrspineseg",
+    "spinebench.builtin.spider",
+    "spinebench.builtin.nnunet",
     "spinebench.builtin.metrics",
 )
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import pytest
 from conftest import TINY
 from mlflow.tracking import MlflowClient
 
@@ -95,32 +94,3 @@ def test_killed_run_resumes_into_the_same_run_with_the_same_result(isolated_env:
         [_client(isolated_env).get_experiment_by_name("reference").experiment_id])[0]
     assert math.isclose(runs[0].data.metrics["test/dice"], ref.data.metrics["test/dice"],
                         rel_tol=0, abs_tol=1e-9)
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--labeled", "0"], "outside (0, 1]"),
-        (["--labeled", "-0.2"], "outside (0, 1]"),
-        (["--labeled", "1.5"], "outside (0, 1]"),
-        (["--labeled", "lots"], "is not a number"),
-        (["--labeled", "0.5", "--method", "mean_teachr"], "unknown method"),
-        (["--labeled", "0.5", "--dataset", "synthetik"], "did you mean 'synthetic'"),
-        (["--labeled", "0.5", "--set", "train.iteratons=5"], "did you mean 'train.iterations'"),
-        (["--labeled", "0.5", "--set", "train.iterations=many"], "expects int"),
-        (["--labeled", "0.5", "--set", "train.lr"], "is not key=value"),
-        (["--labeled", "0.5", "--profile", "huge"], "unknown profile"),
-        (["--labeled", "0.5", "--data-dir", "/nonexistent/spine"], "does not exist"),
-        (["--labeled", "0.5", "--config", "/nonexistent.yaml"], "does not exist"),
-        (["--labeled", "0.5", "--device", "tpu"], "unknown; use auto, cpu or cuda"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_2(isolated_env: Path, args, message):
-    if "--method" not in args:
-        args = ["--method", "supervised", *args]
-    proc = _cli("run", *args, *TINY)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: ") and message in lines[-1], proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not any(r.info.status == "FINISHED" for r in _runs(isolated_env))

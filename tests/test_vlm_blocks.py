@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import huggingface_hub.constants
@@ -13,6 +12,7 @@ import torch
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from spinebench.data.classmap import mrspineseg_class_map
+from spinebench.models import tokenizer as tokenizer_module
 from spinebench.models import vlm
 from spinebench.models.tokenizer import (
     BOS_ID,
@@ -74,12 +74,11 @@ def test_tokenizer_ids_equal_open_clip(tokenizer) -> None:
     assert int(ours["attention_mask"][-1].sum()) == CONTEXT_LENGTH
 
 
-def test_tokenizer_is_cached_by_hash(tmp_path) -> None:
-    first = build_tokenizer(None)
-    folders = list((tmp_path / "cache" / "tokenizer").iterdir())
-    assert len(folders) == 1 and folders[0].name.startswith("clip-")  # no staging left behind
-    assert {"vocab.json", "merges.txt"} <= {f.name for f in folders[0].iterdir()}
-    assert build_tokenizer(None)("sacrum").input_ids == first("sacrum").input_ids
+def test_offline_tokenizer_writes_no_files(tmp_path) -> None:
+    tokenizer_module._offline_clip_tokenizer.cache_clear()  # build it here, not in a fixture
+    first = build_tokenizer(None)  # methods build it, and a method never writes files
+    assert not (tmp_path / "cache").exists()
+    assert build_tokenizer(None) is first
 
 
 def test_padding_does_not_change_the_text_embedding(tokenizer, clipseg) -> None:
@@ -106,7 +105,7 @@ def test_padding_does_not_change_the_text_embedding(tokenizer, clipseg) -> None:
             torch.testing.assert_close(variant, reference, atol=1e-5, rtol=1e-5)
 
 
-def test_clipseg_forward_shapes_and_speed(tokenizer, clipseg) -> None:
+def test_clipseg_forward_shapes(tokenizer, clipseg) -> None:
     prompts = vlm.class_prompts(mrspineseg_class_map())
     tokens = tokenize_prompts(tokenizer, prompts)
     images = vlm.to_clip_pixels(torch.randn(2, 1, 64, 64), normalise=False)
@@ -117,17 +116,13 @@ def test_clipseg_forward_shapes_and_speed(tokenizer, clipseg) -> None:
         "pixel_values": images.repeat_interleave(classes, dim=0),
     }
     with torch.no_grad():
-        clipseg(**inputs)  # warm-up: transformers installs its output hooks lazily
-        start = time.perf_counter()
-        out = clipseg(**inputs)
-        elapsed = time.perf_counter() - start
+        out = clipseg(**inputs)  # about 0.03 s on two CPU cores once warm
         embeddings = vlm.clipseg_text_embeddings(clipseg, **tokens)
         logits = vlm.clipseg_logits(clipseg, images, embeddings)
     assert out.logits.shape == (batch * classes, 64, 64)  # image-major: row b*K + k
     assert out.conditional_embeddings.shape == (batch * classes, clipseg.config.projection_dim)
     assert logits.shape == (batch, classes, 64, 64)
     torch.testing.assert_close(logits.reshape(batch * classes, 64, 64), out.logits)
-    assert elapsed < 1.0  # about 0.03 s on two CPU cores
 
 
 def test_clipseg_trains_only_its_decoder(clipseg) -> None:

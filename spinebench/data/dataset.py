@@ -8,6 +8,8 @@ axis 2 runs posterior to anterior. It is derived from the image's affine, never 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,7 +61,7 @@ class Dataset:
 
     def load(self, case: CaseRef) -> Volume:
         """Read one case into slice space (default: NIfTI image and label)."""
-        return load_nifti_pair(case)
+        return load_pair(case)
 
     def fingerprint(self) -> str:
         """Content key of the data for the preprocessing cache: names, sizes and mtimes."""
@@ -103,45 +105,85 @@ def from_slice_space(array: np.ndarray, affine: np.ndarray, path: Path) -> np.nd
 
 
 def read_nifti(path: Path) -> nib.Nifti1Image:
-    """Load a NIfTI header, failing with one line for a missing or unreadable file."""
+    """Load a NIfTI header, failing with one line for a missing, unreadable or unoriented file."""
     if not path.is_file():
         raise DataError(f"{path}: file not found; check the data folder layout")
     try:
-        return nib.load(str(path))
+        img = nib.load(str(path))
     except Exception as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}); "
                         "re-export or remove it") from None
+    header = img.header
+    if "qform_code" in header and not header["qform_code"] and not header["sform_code"]:
+        # nibabel would fall back to a pixdim-only affine: a guess at the orientation.
+        raise DataError(f"{path}: orientation unknown (qform_code and sform_code are 0); "
+                        "re-export it with its qform/sform set")
+    return img
 
 
-def load_nifti_pair(case: CaseRef) -> Volume:
-    """Read image and label, check they match, and reorient both to slice space."""
-    img = read_nifti(case.image)
+def voxel_data(img: nib.Nifti1Image, path: Path) -> np.ndarray:
+    """The voxels of a loaded header (scaled as stored), failing with one line when truncated."""
     try:
-        image = np.asarray(img.dataobj, dtype=np.float32)
+        return np.asarray(img.dataobj)
     except Exception as exc:
-        raise DataError(f"{case.image}: truncated or unreadable data ({type(exc).__name__}); "
+        raise DataError(f"{path}: truncated or unreadable data ({type(exc).__name__}); "
                         "re-export or remove it") from None
+
+
+def nifti_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels and affine of a NIfTI file (the default reader of :func:`load_pair`)."""
+    img = read_nifti(path)
+    return voxel_data(img, path), img.affine
+
+
+def checked_image(array: np.ndarray, path: Path) -> np.ndarray:
+    """An image as a finite 3D float32 volume (a trailing singleton 4th axis is dropped)."""
+    image = np.asarray(array, dtype=np.float32)
     if image.ndim == 4 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim != 3:
-        raise DataError(f"{case.image}: expected a 3D volume, got shape {image.shape}")
+        raise DataError(f"{path}: expected a 3D volume, got shape {image.shape}")
     if not np.isfinite(image).all():
-        raise DataError(f"{case.image}: contains NaN or Inf voxels; clean the image")
+        raise DataError(f"{path}: contains NaN or Inf voxels; clean the image")
+    return image
+
+
+Reader = Callable[[Path], tuple[np.ndarray, np.ndarray]]
+
+
+def load_pair(case: CaseRef, read: Reader = nifti_arrays) -> Volume:
+    """Read image and label with ``read``, check they match, and reorient both to slice space."""
+    raw, affine = read(case.image)
+    image = checked_image(raw, case.image)
     if case.label is None:
         raise DataError(f"{case.image}: no label file for case {case.case_id}")
-    lab = read_nifti(case.label)
-    try:
-        label_raw = np.asarray(lab.dataobj)
-    except Exception as exc:
-        raise DataError(f"{case.label}: truncated or unreadable data ({type(exc).__name__}); "
-                        "re-export or remove it") from None
+    label_raw, label_affine = read(case.label)
+    if label_raw.ndim == 4 and label_raw.shape[-1] == 1:
+        label_raw = label_raw[..., 0]
     if label_raw.shape != image.shape:
         raise DataError(f"{case.label}: shape {label_raw.shape} differs from its image "
                         f"{image.shape}; resample the mask onto the image grid")
-    if not np.allclose(lab.affine, img.affine, atol=1e-3):
+    if not np.allclose(label_affine, affine, atol=1e-3):
         raise DataError(f"{case.label}: affine differs from its image's; "
                         "resample or copy the image header onto the mask")
     label = np.rint(label_raw).astype(np.int64)
-    image_s, spacing = to_slice_space(image, img.affine, case.image)
-    label_s, _ = to_slice_space(label, img.affine, case.image)
+    image_s, spacing = to_slice_space(image, affine, case.image)
+    label_s, _ = to_slice_space(label, affine, case.image)
     return Volume(case.case_id, image_s, label_s, spacing)
+
+
+def inside(data_dir: Path, path: str | Path) -> Path:
+    """``data_dir / path``, refused when it leaves ``data_dir``.
+
+    Readers call it on every path a manifest (``dataset.json``) names, so a downloaded dataset
+    cannot make spinebench read files elsewhere ('..', absolute paths). The check is on the
+    normalised text, not on resolved links, so a data folder reached through a symlink works.
+    """
+    root = Path(os.path.abspath(data_dir))
+    target = Path(os.path.abspath(root / path))
+    if target != root and root not in target.parents:
+        raise DataError(
+            f"{path}: points outside the data folder {data_dir}; manifest paths must be "
+            "relative to it (no '..', no absolute paths)"
+        )
+    return target

@@ -39,10 +39,11 @@ class CaseInfo:
 
 
 class SliceCache:
-    """Read-only view of a built cache."""
+    """Read-only view of a built cache; ``built_now``: this process built it (else reused)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, built_now: bool = False) -> None:
         self.root = root
+        self.built_now = built_now
         meta = json.loads((root / "meta.json").read_text())
         self.image_size: int = meta["image_size"]
         self.cases: dict[str, CaseInfo] = {
@@ -113,9 +114,10 @@ def build_or_load(dataset_name: str, dataset: Dataset, config: dict[str, Any]) -
     root = cache_dir() / "slices" / f"{dataset_name}-{cache_key(dataset_name, dataset, config)}"
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
-        if not (root / "meta.json").is_file():
+        built_now = not (root / "meta.json").is_file()
+        if built_now:
             _build(root, dataset, config)
-    return SliceCache(root)
+    return SliceCache(root, built_now)
 
 
 def _build(root: Path, dataset: Dataset, config: dict[str, Any]) -> None:

@@ -25,6 +25,28 @@ MetricFn = Callable[[np.ndarray, np.ndarray, Sequence[int], Sequence[float]], di
 
 
 @torch.no_grad()
+def predict_slices(
+    method: Method,
+    slices: np.ndarray,
+    native_hw: tuple[int, int],
+    device: torch.device,
+    batch_size: int = 16,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> np.ndarray:
+    """Label volume (slices, *native_hw) from preprocessed slices (slices, size, size).
+
+    Shared by evaluation and ``spinebench predict`` so both give the same labels."""
+    out = []
+    for start in range(0, len(slices), batch_size):
+        images = torch.from_numpy(np.array(slices[start : start + batch_size]))[:, None].to(device)
+        with autocast():
+            logits = method.predict(images)
+        logits = F.interpolate(logits.float(), size=native_hw, mode="bilinear",
+                               align_corners=False)
+        out.append(logits.argmax(1).to(torch.uint8).cpu())
+    return torch.cat(out).numpy()
+
+
 def predict_case(
     method: Method,
     cache: SliceCache,
@@ -35,17 +57,9 @@ def predict_case(
 ) -> np.ndarray:
     """Label volume (slices, rows, cols) on the case's native grid."""
     info = cache.cases[case_id]
-    rows_native, cols_native = info.native_shape[1:]
-    out = []
-    for start in range(info.start, info.stop, batch_size):
-        stop = min(start + batch_size, info.stop)
-        images = torch.from_numpy(np.array(cache.images[start:stop]))[:, None].to(device)
-        with autocast():
-            logits = method.predict(images)
-        logits = F.interpolate(logits.float(), size=(rows_native, cols_native), mode="bilinear",
-                               align_corners=False)
-        out.append(logits.argmax(1).to(torch.uint8).cpu())
-    return torch.cat(out).numpy()
+    rows, cols = info.native_shape[1:]
+    return predict_slices(method, cache.images[info.start : info.stop], (rows, cols), device,
+                          batch_size, autocast)
 
 
 def score_case(
@@ -147,7 +161,7 @@ def save_overlays(
         mid = (info.stop - info.start) // 2
         truth = np.asarray(cache.native_label(cid)[mid])
         pred = preds[cid][mid]
-        image = np.asarray(cache.images[info.start + mid])
+        image = np.array(cache.images[info.start + mid])
         image = F.interpolate(torch.from_numpy(image)[None, None], size=truth.shape,
                               mode="bilinear", align_corners=False)[0, 0].numpy()
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))

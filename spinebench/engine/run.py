@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import subprocess
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from filelock import FileLock, Timeout
 from rich.console import Console
 
 from spinebench import __version__, plugins
@@ -44,7 +48,7 @@ from spinebench.engine.evaluate import (
     write_per_case_csv,
 )
 from spinebench.engine.progress import StageProgress
-from spinebench.engine.runtime import Runtime, pick_device, setup
+from spinebench.engine.runtime import Runtime, pick_device, seed_everything, setup, stage_seed
 from spinebench.engine.tracking import TAG, Tracker, experiment_name, resolve_uri
 from spinebench.engine.trainer import (
     Interrupted,
@@ -96,6 +100,16 @@ class RunInfo:
 
 
 @dataclass
+class Resolved:
+    """A request whose names and config are valid; no data read, nothing written yet."""
+
+    request: RunRequest
+    method_cls: type[Method]
+    dataset_cls: type[Dataset]
+    config: dict[str, Any]
+
+
+@dataclass
 class Prepared:
     """A resolved run before anything is trained or tracked."""
 
@@ -118,7 +132,14 @@ class RunResult:
 
 def prepare(req: RunRequest) -> Prepared:
     """Validate everything the user gave before any work starts."""
+    return load_data(resolve_request(req))
+
+
+def resolve_request(req: RunRequest) -> Resolved:
+    """The checks that need no data and write nothing: names, fraction, device, config."""
     check_fraction(req.labeled)
+    if req.seed < 0:
+        raise ConfigError(f"--seed {req.seed} is negative; use 0 or a positive integer")
     pick_device(req.device)
     method_cls = plugins.lookup(plugins.methods(), req.method, "method")
     dataset_cls = plugins.lookup(plugins.datasets(), req.dataset, "dataset")
@@ -135,8 +156,14 @@ def prepare(req: RunRequest) -> Prepared:
         overrides=overrides,
         run={"dataset": req.dataset, "labeled": req.labeled, "seed": req.seed},
     )
+    return Resolved(req, method_cls, dataset_cls, config)
+
+
+def load_data(resolved: Resolved) -> Prepared:
+    """Open the dataset (a generated one is built here) and split its cases."""
+    req, config = resolved.request, resolved.config
     data_dir = Path(config["data"]["dir"]) if config["data"]["dir"] else None
-    dataset = dataset_cls(data_dir, config)
+    dataset = resolved.dataset_cls(data_dir, config)
     class_map = dataset.class_map()
     if not class_map.is_contiguous():
         raise SpinebenchError(f"dataset {req.dataset!r} must map its labels to 1..N "
@@ -145,7 +172,8 @@ def prepare(req: RunRequest) -> Prepared:
     split = make_split([c.case_id for c in dataset.cases()], labeled=req.labeled,
                        seed=req.seed, split_seed=d["split_seed"],
                        val_fraction=d["val_fraction"], test_fraction=d["test_fraction"])
-    return Prepared(req, method_cls, dataset, class_map, split, config, config_hash(config))
+    return Prepared(req, resolved.method_cls, dataset, class_map, split, config,
+                    config_hash(config))
 
 
 def _git_sha() -> str | None:
@@ -173,10 +201,12 @@ def _plugin_of(method: str) -> str:
 class Engine:
     """Runs one prepared request end to end (rank 0 of a single process)."""
 
-    def __init__(self, prepared: Prepared, console: Console | None = None) -> None:
+    def __init__(self, prepared: Prepared, console: Console | None = None,
+                 tracker: Tracker | None = None) -> None:
         self.p = prepared
         self.console = console or Console(stderr=True)
         self.config = prepared.config
+        self.tracker = tracker
 
     # -- data and model ---------------------------------------------------------------------
     def _setup(self) -> tuple[Runtime, SliceCache, Method]:
@@ -208,7 +238,8 @@ class Engine:
         with torch.no_grad():
             for start in range(0, len(rows), bs):
                 idx = rows[start : start + bs]
-                images = torch.from_numpy(np.array(self.cache.images[idx]))[:, None].to(self.runtime.device)
+                images = torch.from_numpy(np.array(self.cache.images[idx]))[:, None].to(
+                    self.runtime.device)
                 labels = torch.from_numpy(self.cache.labels[idx].astype("int64")).to(
                     self.runtime.device)
                 with self.runtime.autocast()():
@@ -231,21 +262,24 @@ class Engine:
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> RunResult:
+        req = self.p.request
+        tracker = self.tracker or connect(req)  # unreachable store -> error before any training
+        with config_lock(self.p.config_hash):
+            return self._run(tracker)
+
+    def _run(self, tracker: Tracker) -> RunResult:
         req, cfg = self.p.request, self.config
-        uri = resolve_uri(req.tracking_uri)
-        exp = experiment_name(req.dataset, req.experiment)
-        tracker = Tracker(uri, exp)  # unreachable store -> error before any training
+        uri, exp = tracker.uri, experiment_name(req.dataset, req.experiment)
+        run_name = f"{req.method}-l{req.labeled:g}-s{req.seed}"
+        resume_id = self._resume_target(tracker, run_name)
         self.runtime, self.cache, method = self._setup()
         info = RunInfo(req.method, req.dataset, req.seed, req.labeled, req.profile, cfg,
                        self.p.config_hash, self.p.split.hash(), uri, exp)
-        ckpt_dir = runs_dir() / "checkpoints" / self.p.config_hash
-        run_name = f"{req.method}-l{req.labeled:g}-s{req.seed}"
-        resume_id = self._resume_target(tracker, run_name)
-        ckpt = checkpoint.load_latest(ckpt_dir, self.runtime.device) if resume_id else None
-        if resume_id is None:
-            for stale in ckpt_dir.glob("*"):
-                stale.unlink()
-        streams = TrainStreams(self.cache, self.p.split, cfg, req.seed, self.runtime.device)
+        checkpoints = runs_dir() / "checkpoints"
+        ckpt = None
+        if resume_id:
+            ckpt = checkpoint.load_latest(checkpoints / resume_id, self.runtime.device)
+        streams = self._streams(ckpt["state"]["stage_index"] if ckpt else 0)
         state = restore(method, ckpt, streams) if ckpt else TrainState()
         tags = {
             f"{TAG}method": req.method, f"{TAG}dataset": req.dataset,
@@ -258,14 +292,18 @@ class Engine:
         if sha:
             tags["mlflow.source.git.commit"] = sha
         info.run_id = tracker.start(run_name, tags, cfg, resume_id=resume_id)
+        tracker.set_tag(f"{TAG}data_cache", "built" if self.cache.built_now else "reused")
+        ckpt_dir = checkpoints / info.run_id
         self.console.print(f"[bold]spinebench[/] {short_summary(cfg)}")
+        where = (f"resumed at stage {state.stage_index} iteration {state.iteration}" if ckpt
+                 else "resumed from the start" if resume_id else "new")
         self.console.print(
-            f"run {info.run_id} ({'resumed at stage ' + str(state.stage_index) + ' iteration ' + str(state.iteration) if ckpt else 'new'}) "
+            f"run {info.run_id} ({where}) "
             f"| split {len(self.p.split.labeled)} labeled / {len(self.p.split.unlabeled)} "
             f"unlabeled / {len(self.p.split.val)} val / {len(self.p.split.test)} test cases "
             f"| device {self.runtime.device} {self.runtime.precision}")
         try:
-            if resume_id is None:
+            if ckpt is None:  # a run killed before its first checkpoint logs them again
                 self._log_start_artifacts(tracker)
             plugins.get_plugin_manager().hook.spinebench_run_started(run=info)
             self._train(method, state, streams, tracker, ckpt_dir, ckpt)
@@ -278,6 +316,7 @@ class Engine:
             tracker.end("FAILED", "".join(traceback.format_exception_only(exc)).strip())
             raise
         tracker.end("FINISHED")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the final model is a tracked artifact
         return RunResult(info, metrics, per_case, resumed=ckpt is not None)
 
     def _resume_target(self, tracker: Tracker, run_name: str) -> str | None:
@@ -310,24 +349,38 @@ class Engine:
                 tracker.log_artifact(path)
         tracker.log_metrics({"data/cache_seconds": self.cache_seconds}, 0)
 
+    def _streams(self, stage_index: int) -> TrainStreams:
+        seed = stage_seed(self.p.request.seed, stage_index)
+        return TrainStreams(self.cache, self.p.split, self.config, seed, self.runtime.device)
+
     def _train(self, method: Method, state: TrainState, streams: TrainStreams,
                tracker: Tracker, ckpt_dir: Path, ckpt: dict[str, Any] | None) -> None:
         stages = method.stages()
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"method {self.p.request.method!r} declares duplicate stages {names}")
-        offset = sum(s.iterations for s in stages[: state.stage_index])
+        first = state.stage_index
+        offset = sum(s.iterations for s in stages[:first])
         with StopFlag() as stop, StageProgress(self.console) as progress:
-            for index in range(state.stage_index, len(stages)):
+            for index in range(first, len(stages)):
                 stage = stages[index]
+                resume = ckpt if index == first and state.iteration else None
+                if resume is None:  # its randomness never depends on how earlier stages ran
+                    seed_everything(stage_seed(self.p.request.seed, index))
+                    streams = self._streams(index)
                 cache_path = self._stage_cache_path(stage)
                 if state.iteration == 0 and self._load_stage(method, stage, cache_path, tracker):
                     pass
+                elif state.iteration == 0 and stage.load_from:
+                    path = self._stage_source(stage, tracker)
+                    method.load_stage_state_dict(
+                        stage, checkpoint.load_file(path, self.runtime.device))
+                    tracker.set_tag(f"{TAG}stage_source.{stage.name}", stage.load_from)
+                    self.console.print(f"stage {stage.name}: loaded from {stage.load_from}")
                 else:
                     ctx = StageContext(streams, self.runtime, self.config["train"], ckpt_dir,
                                        tracker.log_metrics, lambda s: self._validate(method, s),
                                        progress, stop, offset)
-                    resume = ckpt if ckpt and index == state.stage_index and state.iteration else None
                     run_stage(method, stage, state, ctx, resume)
                     if cache_path is not None:
                         checkpoint.save(method.stage_state_dict(stage), cache_path.parent,
@@ -349,6 +402,24 @@ class Engine:
         tracker.set_tag(f"{TAG}stage_cache.{stage.name}", "hit")
         self.console.print(f"stage {stage.name}: loaded from cache {cache_path.name}")
         return True
+
+    def _stage_source(self, stage: Stage, tracker: Tracker) -> Path:
+        """A stage state given as a file, or as the run id of a run that logged one."""
+        source = str(stage.load_from)
+        path = Path(source).expanduser()
+        if path.is_file():
+            return path
+        try:
+            artifacts = tracker.client.list_artifacts(source, "stages")
+        except Exception:
+            artifacts = []
+        match = [a.path for a in artifacts if Path(a.path).name.startswith(
+            f"{self.p.request.method}-{stage.name}-")]
+        if not match:
+            raise ConfigError(f"stage {stage.name!r} source {source!r} is neither a file nor a "
+                              f"run id with a cached '{stage.name}' stage in {tracker.uri}; "
+                              "pass a .pt path or the id of a run that trained this stage")
+        return Path(tracker.client.download_artifacts(source, match[0], tempfile.mkdtemp()))
 
     def _test(self, method: Method, tracker: Tracker, ckpt_dir: Path
               ) -> tuple[dict[str, float], dict[str, dict[str, dict[int, float]]]]:
@@ -375,6 +446,36 @@ class Engine:
         return metrics, scores
 
 
+def connect(req: RunRequest) -> Tracker:
+    """The request's tracking store and experiment (a one-line error when unreachable)."""
+    return Tracker(resolve_uri(req.tracking_uri), experiment_name(req.dataset, req.experiment))
+
+
+@contextmanager
+def config_lock(config_hash: str) -> Iterator[None]:
+    """Held while a run of this config trains, so two processes never share its checkpoints.
+
+    The operating system drops the lock when its process dies, so a killed run is resumable
+    at once; a live one makes a second start of the same config fail instead of corrupting it.
+    """
+    path = runs_dir() / "locks" / f"{config_hash}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"a run with this config (hash {config_hash}) is in progress in another "
+                          "process on this runs folder; wait for it to finish, or change the "
+                          "seed or a setting") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def execute(req: RunRequest, console: Console | None = None) -> RunResult:
-    """Prepare and run one request."""
-    return Engine(prepare(req), console).run()
+    """Validate, reach the tracking store, then build data and run: a store that is down fails
+    before any cache is built or anything trained."""
+    resolved = resolve_request(req)
+    tracker = connect(req)
+    return Engine(load_data(resolved), console, tracker).run()

@@ -44,11 +44,9 @@ def setup(train: dict[str, Any], device_name: str, seed: int) -> Runtime:
     device = pick_device(device_name)
     if device.type == "cpu":
         torch.set_num_threads(int(train["threads"]) or os.cpu_count() or 1)
-    precision = train["precision"]
+    precision = train["precision"]  # one of config.CHOICES["train.precision"]
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"train.precision {precision!r} is unknown; use auto, fp32 or bf16")
     channels_last = train["channels_last"]
     channels_last = device.type == "cuda" if channels_last == "auto" else bool(channels_last)
     deterministic = train["deterministic"]
@@ -67,6 +65,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def stage_seed(seed: int, stage_index: int) -> int:
+    """The seed a stage starts from: its randomness follows from the run seed and the stage's
+    position alone, never from whether earlier stages were trained, cached or resumed."""
+    return seed + 1_000_003 * stage_index
 
 
 def rng_state() -> dict[str, Any]:

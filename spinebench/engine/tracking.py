@@ -2,13 +2,22 @@
 
 The default store is ``sqlite:///spinebench-runs/mlflow.db`` with artifacts in
 ``spinebench-runs/artifacts``. MLflow is imported lazily: it is slow to import.
+
+Opening a store is serialised per sqlite file: MLflow 3 creates and migrates a new database
+without a lock, and two processes doing it at once fail ("duplicate column name", seen with
+MLflow 3.17; hydraflow issue #245 reports the same), as do two creating one experiment.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from spinebench.config import flatten
 from spinebench.errors import SpinebenchError
@@ -47,23 +56,32 @@ class Tracker:
         self.uri = uri
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient(tracking_uri=uri)
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                location = None
-                if uri.startswith("sqlite:///"):
-                    location = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location)
-            else:
-                self.experiment_id = exp.experiment_id
+            with _opening(uri), _fail_fast_http():
+                self.client = MlflowClient(tracking_uri=uri)  # a new sqlite store is made here
+                self.experiment_id = self._experiment_id(experiment)
         except Exception as exc:
             raise SpinebenchError(
                 f"tracking store {uri} is unreachable ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}); start the server or fix --tracking-uri"
+                f"{(str(exc).strip().splitlines() or [''])[0][:200]}); start the server or fix "
+                "--tracking-uri"
             ) from None
         self.run_id: str | None = None
+
+    def _experiment_id(self, name: str) -> str:
+        """The experiment's id, creating it (another process may create it at the same time)."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        db = _sqlite_file(self.uri)
+        location = (db.parent.resolve() / "artifacts").as_uri() if db else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def find_unfinished(self, config_hash: str) -> str | None:
         """The newest RUNNING/FAILED/KILLED run with this config hash, to resume."""
@@ -107,7 +125,6 @@ class Tracker:
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
-        import time
 
         now = int(time.time() * 1000)
         metrics = [Metric(_safe(k), float(v), now, step) for k, v in values.items()]
@@ -126,6 +143,39 @@ class Tracker:
         if error:
             self.client.set_tag(self.run_id, f"{TAG}error", error[:5000])
         self.client.set_terminated(self.run_id, status=status)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative or absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def _opening(uri: str) -> FileLock | nullcontext[None]:
+    """A lock next to a sqlite store, so one process at a time creates or migrates it."""
+    db = _sqlite_file(uri)
+    if db is None:
+        return nullcontext()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{db}.lock")
+
+
+@contextmanager
+def _fail_fast_http() -> Iterator[None]:
+    """One try with a short timeout while probing the store: MLflow's defaults (7 retries with
+    backoff, 120 s timeout) would make a wrong ``--tracking-uri`` hang for minutes."""
+    probe = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in probe}
+    os.environ.update(probe)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _safe(name: str) -> str:

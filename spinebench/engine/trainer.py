@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import signal
@@ -17,12 +18,13 @@ from spinebench.data.streams import TrainStreams
 from spinebench.engine import checkpoint
 from spinebench.engine.perf import PerfMeter
 from spinebench.engine.runtime import Runtime, rng_state, set_rng_state
-from spinebench.errors import ConfigError, NonFiniteLossError
+from spinebench.errors import ConfigError, NonFiniteLossError, SpinebenchError
 from spinebench.method import Method, Stage, StepInfo
 
 
-class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; the engine saved a checkpoint at a step boundary."""
+class Interrupted(SpinebenchError):
+    """SIGINT/SIGTERM arrived; the engine saved a checkpoint at a step boundary (the CLI shows
+    it as one line, like a user error, since rerunning the command resumes)."""
 
 
 class StopFlag:
@@ -34,10 +36,8 @@ class StopFlag:
 
     def __enter__(self) -> StopFlag:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -104,11 +104,15 @@ class StageContext:
 
 def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext,
               resume: dict[str, Any] | None) -> None:
-    """Train ``stage`` from ``state.iteration`` to its budget."""
+    """Train ``stage`` from ``state.iteration`` to its budget.
+
+    ``resume``: a checkpoint written inside this stage; its model, optimiser, schedule and
+    random state replace the fresh ones, so the run goes on exactly as if never stopped.
+    """
     train = ctx.train
     method.on_stage_start(stage)
     opt, sched = build_optimizer(method, stage, train)
-    if resume is not None:  # mid-stage: undo whatever on_stage_start changed, exactly
+    if resume is not None:  # undo whatever on_stage_start changed, exactly
         method.load_state_dict(resume["method"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
@@ -130,37 +134,40 @@ def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext
             batch.image = batch.image.contiguous(memory_format=torch.channels_last)
         perf.data_end()
         step = StepInfo(it, stage.iterations)
+        if train["skip_nonfinite"]:  # a skipped step must not leave NaN in BatchNorm statistics
+            buffers = {k: v.clone() for k, v in method.named_buffers()}
         with autocast():
             out = method.training_step(stage, batch, step)
         loss = out.losses["loss"]
-        if check_every_step and not bool(torch.isfinite(loss)):
-            bad = [k for k, v in out.losses.items() if not bool(torch.isfinite(v).all())]
-            if train["skip_nonfinite"]:
-                state.skipped_steps += 1
-                opt.zero_grad(set_to_none=True)
-                it += 1
-                state.iteration = it
-                sched.step()
-                continue
+        finite = not check_every_step or bool(torch.isfinite(loss))
+        if not finite and not train["skip_nonfinite"]:
+            bad = [k for k, v in out.losses.items()
+                   if k != "loss" and not bool(torch.isfinite(v).all())]
             raise NonFiniteLossError(
                 f"non-finite loss in stage {stage.name!r} at iteration {it} "
                 f"(terms: {', '.join(bad) or 'loss'}); lower train.lr or set "
                 "train.skip_nonfinite=true"
             )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if finite:
+            loss.backward()
+            opt.step()
+            method.after_optimizer_step(stage, step)
+            for k, v in out.losses.items():
+                sums[stage.prefix + k] = sums.get(stage.prefix + k, 0) + v.detach().float()
+            for k, v in out.diagnostics.items():
+                sums[k] = sums.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else v)
+            count += 1
+        else:  # train.skip_nonfinite: no update, but the schedule and the budget move on
+            state.skipped_steps += 1
+            with torch.no_grad():
+                for k, v in method.named_buffers():
+                    v.copy_(buffers[k])
         sched.step()
-        method.after_optimizer_step(stage, step)
         it += 1
         state.iteration = it
         perf.step_end()
-        for k, v in out.losses.items():
-            sums[stage.prefix + k] = sums.get(stage.prefix + k, 0) + v.detach().float()
-        for k, v in out.diagnostics.items():
-            sums[k] = sums.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else v)
-        count += 1
-        if it % log_every == 0 or it == stage.iterations:
+        if count and (it % log_every == 0 or it == stage.iterations):
             values = {k: float(v) / count for k, v in sums.items()}
             if not check_every_step and not math.isfinite(values.get(stage.prefix + "loss", 0)):
                 raise NonFiniteLossError(
@@ -183,7 +190,9 @@ def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext
         if it % ckpt_every == 0 or ctx.stop.signal is not None:
             save_checkpoint(method, state, opt, sched, ctx.streams, ctx.checkpoint_dir)
         if ctx.stop.signal is not None:
-            raise Interrupted(f"signal {ctx.stop.signal} at stage {stage.name} iteration {it}")
+            raise Interrupted(f"stopped by signal {ctx.stop.signal} in stage {stage.name!r} at "
+                              f"iteration {it}; the checkpoint is saved: rerun the same command "
+                              "to resume")
     ctx.progress.finish(stage)
 
 
@@ -205,8 +214,8 @@ def save_checkpoint(method: Method, state: TrainState, opt: torch.optim.Optimize
 
 
 def restore(method: Method, ckpt: dict[str, Any], streams: TrainStreams) -> TrainState:
-    """Load a checkpoint's model, data-stream and RNG state; return the loop state."""
+    """Load a checkpoint's model and data-stream state; return the loop state (the random
+    state is put back by :func:`run_stage`, after the stage's own set-up)."""
     method.load_state_dict(ckpt["method"])
     streams.load_state_dict(ckpt["streams"])
-    set_rng_state(ckpt["rng"])
     return TrainState(**ckpt["state"])

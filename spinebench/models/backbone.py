@@ -4,7 +4,7 @@
 Conv-BN-LeakyReLU blocks, encoder dropout 0.05-0.5, bilinear up-sampling). ``timm`` swaps the
 encoder for any timm feature extractor (random weights unless pretrained). Both expose
 ``encode`` and ``decode`` separately because feature-perturbation methods (UniMatch) perturb
-the encoder features between the two.
+the encoder features between the two (:meth:`SegmentationNet.forward_feature_dropout`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Decoder(nn.Module):
         super().__init__()
         rev = channels[::-1]
         self.ups = nn.ModuleList(
-            UpBlock(rev[i] if i == 0 else rev[i], rev[i + 1], rev[i + 1])
+            UpBlock(rev[i], rev[i + 1], rev[i + 1])
             for i in range(len(rev) - 1)
         )
         self.head = nn.Conv2d(channels[0], num_classes, 3, padding=1)
@@ -62,8 +62,46 @@ class Decoder(nn.Module):
         return self.head(x)
 
 
-class UNet(nn.Module):
-    """Encoder/decoder UNet; ``forward(x) == decode(encode(x))``."""
+class SegmentationNet(nn.Module):
+    """The encoder/decoder split every backbone shares; ``forward(x) == decode(encode(x), size)``.
+
+    Subclasses set ``self.decoder`` and implement :meth:`encode`.
+    """
+
+    decoder: Decoder
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature pyramid, finest first."""
+        raise NotImplementedError
+
+    def decode(self, features: list[torch.Tensor], size: tuple[int, int] | None = None
+               ) -> torch.Tensor:
+        """Logits at the finest feature's resolution, or resized to ``size`` when given."""
+        logits = self.decoder(features)
+        if size is None or tuple(logits.shape[-2:]) == tuple(size):
+            return logits
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x), size=(x.shape[-2], x.shape[-1]))
+
+    def forward_feature_dropout(self, x: torch.Tensor, p: float
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean and feature-perturbed logits from one encoder pass.
+
+        Every encoder feature map is concatenated with a ``Dropout2d(p)`` copy of itself, so both
+        halves go through the decoder as one batch (its BatchNorm sees both), as UniMatch's
+        medical UNet does (``model/unet.py`` 171-173). The dropout is applied even in eval mode,
+        as there.
+        """
+        features = self.encode(x)
+        doubled = [torch.cat((f, F.dropout2d(f, p, training=True))) for f in features]
+        clean, perturbed = self.decode(doubled, size=(x.shape[-2], x.shape[-1])).chunk(2)
+        return clean, perturbed
+
+
+class UNet(SegmentationNet):
+    """Encoder/decoder UNet; the decoder's output already has the input's size."""
 
     def __init__(self, in_channels: int, num_classes: int, channels: list[int],
                  dropout: list[float]) -> None:
@@ -83,14 +121,8 @@ class UNet(nn.Module):
             features.append(x)
         return features
 
-    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.decoder(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
-
-
-class TimmUNet(nn.Module):
+class TimmUNet(SegmentationNet):
     """A timm feature extractor as encoder with the UNet decoder; logits at input size."""
 
     def __init__(self, encoder: str, in_channels: int, num_classes: int) -> None:
@@ -104,17 +136,9 @@ class TimmUNet(nn.Module):
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.encoder(x))
 
-    def decode(self, features: list[torch.Tensor], size: tuple[int, int] | None = None
-               ) -> torch.Tensor:
-        logits = self.decoder(features)
-        return logits if size is None else F.interpolate(logits, size=size, mode="bilinear",
-                                                         align_corners=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x), size=tuple(x.shape[-2:]))
-
-
-def build_backbone(model_config: dict[str, Any], in_channels: int, num_classes: int) -> nn.Module:
+def build_backbone(model_config: dict[str, Any], in_channels: int, num_classes: int
+                   ) -> SegmentationNet:
     """The configured backbone (``model.*``); every method calls this, none builds its own."""
     kind = model_config["backbone"]
     if kind == "unet":

@@ -20,20 +20,15 @@ built from class names.
 
 from __future__ import annotations
 
+import functools
 import gzip
-import hashlib
-import importlib.resources
-import json
+import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from transformers import BatchEncoding, CLIPTokenizer, PreTrainedTokenizerBase
 
 from spinebench.models.vlm import PretrainedUnavailable, is_local_path, unavailable_message
-from spinebench.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +41,6 @@ EOS_ID = 49407
 VOCAB_SIZE = 49408
 _NUM_MERGES = VOCAB_SIZE - 256 * 2 - 2  # 48894: CLIP keeps this many merges of the BPE file
 _MIN_VOCAB = 1000  # fewer tokens: nothing was really loaded
-_FORMAT = "clip-bpe-v1"  # bump when the files written below change
 
 
 def build_tokenizer(
@@ -105,10 +99,15 @@ def tokenize_prompts(
 
 
 def clip_bpe_path() -> Path:
-    """The BPE merges file open_clip ships (the one OpenAI's CLIP was trained with)."""
-    resource = importlib.resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
-    with importlib.resources.as_file(resource) as path:
-        return Path(path)
+    """The BPE merges file open_clip ships (the one OpenAI's CLIP was trained with).
+
+    Found without importing open_clip, whose import sets ``TOKENIZERS_PARALLELISM`` in the
+    environment (methods build tokenizers, and a method leaves the environment alone).
+    """
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("open_clip is not installed; pip install open-clip-torch")
+    return Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
 
 
 def _byte_symbols() -> list[str]:
@@ -139,52 +138,13 @@ def _vocab_and_merges(bpe_file: Path) -> tuple[dict[str, int], list[str]]:
     return vocab, merges
 
 
-def _write_tokenizer_files(folder: Path, bpe_file: Path) -> None:
-    vocab, merges = _vocab_and_merges(bpe_file)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8"
-    )
-    config = {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": CONTEXT_LENGTH,
-        "bos_token": BOS_TOKEN,
-        "eos_token": EOS_TOKEN,
-        "unk_token": EOS_TOKEN,
-        "pad_token": EOS_TOKEN,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-
-
-def _tokenizer_folder() -> Path:
-    """The cached vocab.json/merges.txt, keyed by the BPE file's hash and written atomically.
-
-    Files are written into a fresh temporary folder that is then renamed into place, so a
-    concurrent run sees either nothing or the complete folder. An unwritable cache falls back to
-    a temporary folder.
-    """
-    bpe_file = clip_bpe_path()
-    digest = hashlib.sha256(bpe_file.read_bytes() + _FORMAT.encode()).hexdigest()[:16]
-    target = cache_dir() / "tokenizer" / f"clip-{digest}"
-    if (target / "tokenizer_config.json").is_file():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".clip-", dir=target.parent))
-    except OSError:
-        staging = Path(tempfile.mkdtemp(prefix="spinebench-clip-tokenizer-"))
-        _write_tokenizer_files(staging, bpe_file)
-        return staging
-    try:
-        _write_tokenizer_files(staging, bpe_file)
-        os.replace(staging, target)
-    except OSError:
-        # Another process won the race (target exists and is not empty): use its folder.
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (target / "tokenizer_config.json").is_file():
-            raise
-    return target
-
-
+@functools.cache
 def _offline_clip_tokenizer() -> PreTrainedTokenizerBase:
-    return CLIPTokenizer.from_pretrained(str(_tokenizer_folder()), local_files_only=True)
+    """Built in memory from the BPE file, once per process: methods build their tokenizer, and a
+    method never writes files, so nothing is cached on disk (about a second to rebuild)."""
+    vocab, merges = _vocab_and_merges(clip_bpe_path())
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=[tuple(m.split()) for m in merges],
+        model_max_length=CONTEXT_LENGTH,
+    )

@@ -123,7 +123,7 @@ def build_clipseg(
 ) -> CLIPSegForImageSegmentation:
     """CLIPSeg from a folder or hub id, else a small random one for ``image_size`` inputs.
 
-    Pretrained weights keep their own vision size and patch (CIDAS: 224 px, patch 16) and
+    Pretrained weights keep their own vision size and patch (CIDAS: ViT-B/16) and
     interpolate position embeddings to ``image_size``, which must divide by the patch size so the
     logits come out at full resolution.
     """

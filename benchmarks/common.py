@@ -1,0 +1,68 @@
+"""Pieces the benchmark scripts share: a prepared engine setup without tracking."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from spinebench.data.slices import SliceCache, build_or_load
+from spinebench.data.streams import TrainStreams
+from spinebench.engine.progress import StageProgress
+from spinebench.engine.run import Prepared, RunRequest, prepare
+from spinebench.engine.runtime import Runtime, setup
+from spinebench.engine.trainer import StageContext, StopFlag, TrainState, run_stage
+from spinebench.method import Method, MethodContext, Stage
+
+
+@dataclass
+class Bench:
+    prepared: Prepared
+    runtime: Runtime
+    cache: SliceCache
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.prepared.config
+
+    def method(self) -> Method:
+        p = self.prepared
+        ctx = MethodContext(class_map=p.class_map, image_size=int(p.config["data"]["image_size"]),
+                            options=dict(p.config["method"]), config=p.config)
+        return p.method_cls(ctx).to(self.runtime.device)
+
+    def streams(self) -> TrainStreams:
+        return TrainStreams(self.cache, self.prepared.split, self.config,
+                            self.prepared.request.seed, self.runtime.device)
+
+    def run_engine_stage(self, method: Method, stage: Stage, streams: TrainStreams,
+                         folder: Path) -> None:
+        """The engine's own stage loop, with logging and validation discarded."""
+        quiet = Console(quiet=True)
+        with StopFlag() as stop, StageProgress(quiet) as progress:
+            ctx = StageContext(streams, self.runtime, self.config["train"], folder,
+                               lambda values, step: None, lambda s: {}, progress, stop)
+            run_stage(method, stage, TrainState(), ctx, None)
+
+
+@contextmanager
+def bench_env() -> Any:
+    """Keep benchmark caches apart from the user's unless SPINEBENCH_CACHE is set."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("SPINEBENCH_CACHE", str(Path(tmp) / "cache"))
+        os.environ.setdefault("SPINEBENCH_RUNS", str(Path(tmp) / "runs"))
+        yield Path(tmp)
+
+
+def make_bench(method: str, overrides: list[str], device: str = "auto",
+               profile: str = "quick", labeled: float = 0.05) -> Bench:
+    prepared = prepare(RunRequest(method=method, labeled=labeled, overrides=overrides,
+                                  device=device, profile=profile))
+    runtime = setup(prepared.config["train"], device, 0)
+    cache = build_or_load("synthetic", prepared.dataset, prepared.config)
+    return Bench(prepared, runtime, cache)

@@ -1,0 +1,320 @@
+"""CPS4: class-prompt-driven semi-supervised spine segmentation, in two engine stages.
+
+``pretrain`` trains a vision-language model (CLIPSeg with one prompt per class) on the labeled
+slices with token- and pixel-level attention losses plus its decoder's binary segmentation loss.
+``ssl`` freezes it and trains the shared segmentation network as a Mean Teacher student whose
+pseudo labels on unlabeled slices combine the teacher's prediction with the VLM's fused class
+maps. README.md gives the equations and every interpretation of the paper.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from spinebench_cps4.losses import BinaryMapLoss, PixelAttentionLoss, token_attention_loss
+from spinebench_cps4.pseudo import PSEUDO_LABEL_RULES, combine
+from spinebench_cps4.vlm import ClassPromptVLM
+from spinebench_mean_teacher.method import MeanTeacher
+from torch import nn
+
+from spinebench.config import deep_merge
+from spinebench.errors import ConfigError
+from spinebench.losses import SupervisedLoss
+from spinebench.method import (
+    Batch,
+    Method,
+    MethodContext,
+    OptimizerSpec,
+    Stage,
+    StepInfo,
+    StepOutput,
+    frozen,
+)
+from spinebench.models.backbone import build_backbone
+from spinebench.models.fusion import FUSION_RULES, binary_targets, fused_probabilities
+from spinebench.models.vlm import DEFAULT_CLIPSEG, DEFAULT_TEMPLATE
+from spinebench.ssl import (
+    CONFIDENT_FRACTION,
+    PSEUDO_DICE,
+    MaskedDice,
+    clamped_gaussian_noise,
+    consistency_weight,
+    ema_update,
+    masked_cross_entropy,
+    pseudo_label_diagnostics,
+    pseudo_label_dice,
+)
+
+PRETRAIN, SSL = "pretrain", "ssl"
+#: Bump when stage 1's computation changes, so cached VLMs of older code are not reused.
+STAGE1_VERSION = 1
+_MEAN_TEACHER_KEYS = (
+    "ema_decay",
+    "consistency",
+    "rampup_fraction",
+    "start_fraction",
+    "noise_std",
+    "noise_clip",
+    "conf_thresh",
+)
+_STAGE1_OPTIONS = (
+    "pretrained",
+    "template",
+    "pretrain_iterations",
+    "pretrain_lr",
+    "token_loss",
+    "pixel_loss",
+    "class_softmax",
+    "w_token",
+    "w_pixel",
+    "w_seg",
+)
+
+
+class CPS4(Method):
+    options: ClassVar[dict[str, Any]] = {
+        # stage 1: the vision-language model
+        "pretrained": None,
+        "allow_download": False,
+        "template": DEFAULT_TEMPLATE,
+        "pretrain_iterations": 300,
+        "pretrain_lr": 1e-3,
+        "token_loss": True,
+        "pixel_loss": True,
+        "class_softmax": True,
+        "w_token": 1.0,
+        "w_pixel": 1.0,
+        "w_seg": 1.0,
+        "pretrained_vlm": "",
+        # stage 2: pseudo labels and the Mean Teacher around them
+        "fusion": FUSION_RULES[0],
+        "pseudo_label": PSEUDO_LABEL_RULES[0],
+        "w_pseudo": 1.0,
+        **{key: MeanTeacher.options[key] for key in _MEAN_TEACHER_KEYS},
+    }
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        self.opts = opts = ctx.options
+        _check_options(opts)
+        self.vlm = ClassPromptVLM(
+            ctx.class_map,
+            ctx.image_size,
+            pretrained=opts["pretrained"] or None,
+            allow_download=opts["allow_download"],
+            template=opts["template"],
+        )
+        self.student = build_backbone(ctx.config["model"], ctx.in_channels, ctx.num_classes)
+        self.teacher = copy.deepcopy(self.student)
+        frozen(self.teacher.parameters())
+        self.binary_loss = BinaryMapLoss()
+        self.pixel_loss = PixelAttentionLoss(opts["class_softmax"])
+        self.supervised = SupervisedLoss()
+        self.masked_dice = MaskedDice()
+
+    @classmethod
+    def default_config(cls, profile: str) -> dict[str, Any]:
+        """Mean Teacher's optimiser and batches for stage 2; the paper profile fine-tunes
+        pretrained CLIPSeg (CLIP ViT-B/16) for stage 1."""
+        extra: dict[str, Any] = {}
+        if profile == "paper":
+            extra = {
+                "method": {
+                    "pretrained": DEFAULT_CLIPSEG,
+                    "pretrain_iterations": 20000,
+                    "pretrain_lr": 1e-4,
+                }
+            }
+        return deep_merge(MeanTeacher.default_config(profile), extra)
+
+    # -- stages ---------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        config = self.ctx.config
+        source = self.opts["pretrained_vlm"] or None
+        pretrain = Stage(
+            name=PRETRAIN,
+            iterations=int(self.opts["pretrain_iterations"]),
+            prefix=f"{PRETRAIN}/",
+            segments=False,
+            optimizer=OptimizerSpec(name="adamw", lr=float(self.opts["pretrain_lr"])),
+            cache_key=None if source else self._stage1_key(),
+            load_from=source,
+        )
+        ssl = Stage(
+            name=SSL,
+            iterations=int(config["train"]["iterations"]),
+            prefix=f"{SSL}/",
+            unlabeled=True,
+        )
+        return [pretrain, ssl]
+
+    def _stage1_key(self) -> dict[str, Any]:
+        """Everything stage 1 computes from, besides the split and data the engine adds."""
+        config = self.ctx.config
+        return {
+            "version": STAGE1_VERSION,
+            "options": {key: self.opts[key] for key in _STAGE1_OPTIONS},
+            "prompts": self.vlm.input_ids.tolist(),
+            "image_size": self.ctx.image_size,
+            "batch_size": config["train"]["batch_size"],
+            "optimizer": {k: config["train"][k] for k in ("weight_decay", "poly_power")},
+            "precision": config["train"]["precision"],
+            "augment": config["augment"],
+            "seed": config["run"]["seed"],
+        }
+
+    def trainable_parameters(self, stage: Stage) -> Iterator[nn.Parameter]:
+        return (self.vlm if stage.name == PRETRAIN else self.student).parameters()
+
+    def on_stage_start(self, stage: Stage) -> None:
+        """The VLM trains in stage 1 and is frozen (and kept in eval mode) in stage 2."""
+        self.vlm.requires_grad_(stage.name == PRETRAIN)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> CPS4:
+        super().train(mode)
+        if not self.vlm.background.requires_grad:  # frozen: never back to train mode
+            self.vlm.eval()
+        return self
+
+    def stage_state_dict(self, stage: Stage) -> dict[str, Any]:
+        return self.vlm.state_dict()
+
+    def load_stage_state_dict(self, stage: Stage, state: dict[str, Any]) -> None:
+        try:
+            self.vlm.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"the stage-1 VLM state does not fit this model ({first}); set cps4.pretrained "
+                "as in the run that trained it, or drop cps4.pretrained_vlm"
+            ) from None
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        if stage.name == PRETRAIN:
+            return self._pretrain_step(batch)
+        return self._ssl_step(batch, step)
+
+    def _pretrain_step(self, batch: Batch) -> StepOutput:
+        o = self.opts
+        token, pixel = o["token_loss"], o["pixel_loss"]
+        logits, similarity = self.vlm(batch.image, similarity=token or pixel)
+        targets = binary_targets(batch.label, logits.shape[1])
+        seg = self.binary_loss(logits, targets)
+        losses = {"seg": seg}
+        total = o["w_seg"] * seg
+        if token:
+            losses["token"] = token_attention_loss(similarity, targets)
+            total = total + o["w_token"] * losses["token"]
+        if pixel:
+            losses["pixel"] = self.pixel_loss(similarity, self.vlm.background, batch.label)
+            total = total + o["w_pixel"] * losses["pixel"]
+        return StepOutput(losses={"loss": total, **{k: v.detach() for k, v in losses.items()}})
+
+    def _ssl_step(self, batch: Batch, step: StepInfo) -> StepOutput:
+        if batch.unlabeled_weak is None or batch.unlabeled_strong is None:  # --labeled 1.0
+            return StepOutput(
+                losses={"loss": self.supervised(self.student(batch.image), batch.label)}
+            )
+        o = self.opts
+        n = batch.image.shape[0]
+        weak, strong = batch.unlabeled_weak, batch.unlabeled_strong[0]
+        logits = self.student(torch.cat((batch.image, strong)))
+        supervised = self.supervised(logits[:n], batch.label)
+        student_u = logits[n:]
+        with torch.no_grad():
+            noisy = weak + clamped_gaussian_noise(weak, o["noise_std"], o["noise_clip"])
+            teacher = self.teacher(noisy).float().softmax(1)
+            vlm = fused_probabilities(self.vlm.binary_logits(weak), o["fusion"])
+            pseudo = combine(teacher, vlm, o["pseudo_label"], o["conf_thresh"])
+        keep = pseudo.keep.float()
+        pseudo_loss = 0.5 * (
+            masked_cross_entropy(student_u, pseudo.labels, keep)
+            + self.masked_dice(student_u, pseudo.labels, keep)
+        )
+        mse = F.mse_loss(student_u.float().softmax(1), teacher)
+        ramp = consistency_weight(
+            1.0, step.iteration, step.total, o["rampup_fraction"], o["start_fraction"]
+        )
+        loss = supervised + ramp * (o["w_pseudo"] * pseudo_loss + o["consistency"] * mse)
+        diagnostics = pseudo_label_diagnostics(
+            pseudo.probs, batch.unlabeled_truth, o["conf_thresh"], ramp * o["w_pseudo"]
+        )
+        diagnostics[CONFIDENT_FRACTION] = keep.mean()
+        truth = batch.unlabeled_truth
+        if truth is not None:
+            classes = self.ctx.num_classes
+            for name, probs in (("teacher", teacher), ("vlm", vlm), ("fused", teacher + vlm)):
+                diagnostics[f"{PSEUDO_DICE}_{name}"] = pseudo_label_dice(
+                    probs.argmax(1), truth, classes
+                )
+        return StepOutput(
+            losses={
+                "loss": loss,
+                "supervised": supervised.detach(),
+                "pseudo": pseudo_loss.detach(),
+                "consistency": mse.detach(),
+            },
+            diagnostics=diagnostics,
+        )
+
+    def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
+        if stage.name == SSL:
+            ema_update(self.teacher, self.student, self.opts["ema_decay"], step.iteration)
+
+    # -- inference and stage-1 validation -------------------------------------------------------
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.student(images)
+
+    def validate_stage(
+        self, stage: Stage, images: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, float]:
+        """Per-class binary Dice of the VLM's maps, and the Dice of their fused label map.
+
+        Pooled over the batch; a class absent from both prediction and truth in a batch scores
+        1 in its own entry and is left out of the ``binary_dice`` mean.
+        """
+        logits = self.vlm.binary_logits(images).float()
+        predicted = logits > 0
+        truth = binary_targets(labels, logits.shape[1]).bool()
+        inter = (predicted & truth).sum((0, 2, 3)).float()
+        total = (predicted.sum((0, 2, 3)) + truth.sum((0, 2, 3))).float()
+        dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), 1.0)
+        scored = total > 0
+        out = {"binary_dice": float(dice[scored].mean()) if bool(scored.any()) else 1.0}
+        out |= {
+            f"binary_dice/{c.name}": float(d)
+            for c, d in zip(self.ctx.class_map.classes, dice, strict=True)
+        }
+        fused = fused_probabilities(logits, self.opts["fusion"]).argmax(1)
+        out["fused_dice"] = float(pseudo_label_dice(fused, labels, self.ctx.num_classes))
+        return out
+
+
+def _check_options(opts: dict[str, Any]) -> None:
+    """One-line errors for option values the types alone do not rule out."""
+    if opts["pseudo_label"] not in PSEUDO_LABEL_RULES:
+        raise ConfigError(
+            f"cps4.pseudo_label {opts['pseudo_label']!r} is unknown; "
+            f"use one of {', '.join(PSEUDO_LABEL_RULES)}"
+        )
+    if opts["fusion"] not in FUSION_RULES:
+        raise ConfigError(
+            f"cps4.fusion {opts['fusion']!r} is unknown; use one of {', '.join(FUSION_RULES)}"
+        )
+    if opts["pretrain_iterations"] < 1:
+        raise ConfigError("cps4.pretrain_iterations must be at least 1")
+    if opts["w_seg"] <= 0:
+        raise ConfigError(
+            "cps4.w_seg must be positive: the decoder it trains gives the VLM's class maps"
+        )
+    negative = [k for k in ("w_token", "w_pixel", "w_pseudo", "consistency") if opts[k] < 0]
+    if negative:
+        raise ConfigError(f"cps4.{negative[0]} must not be negative")
+    if not 0 < opts["conf_thresh"] <= 1:
+        raise ConfigError("cps4.conf_thresh must be in (0, 1]")

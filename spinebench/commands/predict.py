@@ -1,0 +1,36 @@
+"""``spinebench predict``: segment NIfTI volumes with a tracked run and time each file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from spinebench.predict import Predictor, input_files, output_paths
+
+
+def predict_and_report(
+    run_id: str, source: Path, output_dir: Path, tracking_uri: str | None, device: str
+) -> list[Path]:
+    """Check the paths, load the run's model, then segment and time every input."""
+    console = Console()
+    inputs = input_files(source)
+    targets = output_paths(inputs, output_dir)
+    t0 = time.perf_counter()
+    predictor = Predictor.from_run(run_id, tracking_uri, device)
+    console.print(
+        f"run {run_id}: {predictor.config['run']['method']} on "
+        f"{predictor.config['run']['dataset']}, {len(predictor.class_map)} classes, "
+        f"device {predictor.runtime.device} (loaded in {time.perf_counter() - t0:.2f} s)"
+    )
+    for src, dst in zip(inputs, targets, strict=True):
+        start = time.perf_counter()
+        shape = predictor.segment_file(src, dst)
+        console.print(
+            f"{src.name} -> {dst}  {'x'.join(map(str, shape))}  {time.perf_counter() - start:.2f} s"
+        )
+    console.print(
+        f"wrote {len(targets)} label map(s) to {output_dir} in {time.perf_counter() - t0:.2f} s"
+    )
+    return targets

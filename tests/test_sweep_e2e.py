@@ -1,0 +1,432 @@
+"""End to end: a tiny sweep is interrupted and restarted, then its leaderboard is checked against
+the MLflow records (recomputed here with scipy); the same against a real ``mlflow server`` with
+worker processes and a grid of variants; cells as tasks on a local Ray instance; the HTML page in
+headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy.stats import wilcoxon
+
+from spinebench.commands.leaderboard import make_leaderboard
+from spinebench.commands.sweep import sweep_and_report
+from spinebench.engine.run import RunRequest
+from spinebench.sweep import Grid, Variant, plan
+
+TINY_SETTINGS = (
+    "data.cases=8 data.image_size=32 model.channels=[4,8,16,32,64] train.iterations=4 "
+    "train.val_every=2 train.log_every=2 train.checkpoint_every=2 train.batch_size=4 "
+    "train.unlabeled_batch_size=4 eval.overlays=0"
+)
+TINY = [arg for pair in TINY_SETTINGS.split() for arg in ("--set", pair)]
+GRID = ["--methods", "supervised,mean_teacher", "--labeled", "0.25,0.5", "--seeds", "0,1"]
+SWEEP = ["sweep", *GRID, *TINY]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _env(root: Path, cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        SPINEBENCH_RUNS=str(root / "runs"),
+        SPINEBENCH_CACHE=str(cache),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        COLUMNS="200",
+    )
+    return env
+
+
+def _cli(args: list[str], root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "spinebench", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def _statuses(db: Path) -> list[tuple[str, int]]:
+    """(status, number of logged metric values) of every run, straight from the sqlite file."""
+    if not db.is_file():
+        return []
+    query = (
+        "SELECT r.status, (SELECT COUNT(*) FROM metrics m WHERE m.run_uuid = r.run_uuid) "
+        "FROM runs r"
+    )
+    try:
+        with sqlite3.connect(db, timeout=10) as con:
+            return list(con.execute(query))
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+@dataclass
+class Swept:
+    root: Path
+    env: dict[str, str]
+    uri: str
+    interrupted: subprocess.CompletedProcess
+    statuses_after_interrupt: list[str]
+    restarted: subprocess.CompletedProcess
+    leaderboard: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Swept:
+    """One sweep, interrupted (SIGINT, as Ctrl-C) once a cell finished and the next is running,
+    then restarted with the same command, then its leaderboard built with --check."""
+    root = tmp_path_factory.mktemp("sweep")
+    env = _env(root, shared_cache)
+    db = root / "runs" / "mlflow.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spinebench", *SWEEP],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        statuses = _statuses(db)
+        # a finished cell, and the next one past its start (it has logged a metric)
+        if (
+            any(s == "FINISHED" for s, _ in statuses)
+            and ("RUNNING", 0) not in statuses
+            and any(s == "RUNNING" for s, _ in statuses)
+        ):
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=600)
+    interrupted = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    after = [status for status, _ in _statuses(db)]
+    restarted = _cli(SWEEP, root, env)
+    board = _cli(["leaderboard", "--check", "--seeds", "0,1", "--out", "lb"], root, env)
+    return Swept(root, env, f"sqlite:///{db}", interrupted, after, restarted, board)
+
+
+def test_interrupted_sweep_restarts_where_it_stopped(swept: Swept):
+    assert swept.interrupted.returncode == 130, swept.interrupted.stderr[-2000:]
+    assert "run the same command again" in swept.interrupted.stderr
+    finished = swept.statuses_after_interrupt.count("FINISHED")
+    assert 1 <= finished < 8
+    assert swept.statuses_after_interrupt.count("KILLED") == 1  # the cell that was running
+    assert swept.restarted.returncode == 0, swept.restarted.stderr[-2000:]
+    assert f"8 cells, {finished} already finished, {8 - finished} to run" in swept.restarted.stderr
+    assert swept.restarted.stdout.count(" skipped ") == finished
+    assert swept.restarted.stdout.count(" finished ") == 8 - finished
+    client = MlflowClient(swept.uri)
+    runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
+    assert len(runs) == 8  # the killed cell continued its own run
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["spinebench.config_hash"] for r in runs}) == 8
+    assert sum(r.data.tags.get("spinebench.resumed") == "true" for r in runs) == 1
+
+
+def _expected(client: MlflowClient, tmp: Path) -> tuple[dict, dict, dict]:
+    """Straight from MLflow: metric lists and per-case Dice (averaged over seeds) per cell."""
+    metrics: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    cases: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seeds: dict[tuple, set[int]] = defaultdict(set)
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
+            tags = run.data.tags
+            key = (
+                tags["spinebench.method"]
+                + (f"[{tags['spinebench.variant']}]" if "spinebench.variant" in tags else ""),
+                float(tags["spinebench.labeled"]),
+            )
+            seeds[key].add(int(tags["spinebench.seed"]))
+            for name, value in run.data.metrics.items():
+                if name.startswith("test/"):
+                    metrics[key][name].append(value)
+            path = client.download_artifacts(run.info.run_id, "per_case.csv", str(tmp))
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    cases[key][row["case"]].append(float(row["dice"]))
+    pooled = {k: {c: statistics.mean(v) for c, v in per.items()} for k, per in cases.items()}
+    return metrics, pooled, seeds
+
+
+def _p(a: dict[str, float], b: dict[str, float]) -> float:
+    common = sorted(a.keys() & b.keys())
+    x, y = [a[c] for c in common], [b[c] for c in common]
+    return math.nan if x == y else float(wilcoxon(x, y).pvalue)
+
+
+def _assert_leaderboard_matches(client: MlflowClient, out: Path, tmp: Path) -> None:
+    metrics, pooled, seeds = _expected(client, tmp)
+    with (out / "leaderboard.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["role"] == "method"]
+    assert {(r["row"], float(r["labeled"])) for r in rows} == set(metrics)
+    md = (out / "leaderboard.md").read_text()
+    for fraction in {k[1] for k in metrics}:
+        column = {name: m for (name, f), m in metrics.items() if f == fraction}
+        best = max(column, key=lambda name: statistics.mean(column[name]["test/dice"]))
+        others = [name for name in column if name != "supervised"]
+        assert len(others) == 1  # a Holm family of one: adjusted = raw
+        for r in (r for r in rows if float(r["labeled"]) == fraction):
+            name = r["row"]
+            for metric in ("dice", "hd95", "assd"):
+                values = column[name][f"test/{metric}"]
+                assert float(r[f"{metric}_mean"]) == pytest.approx(statistics.mean(values))
+                assert float(r[f"{metric}_std"]) == pytest.approx(statistics.stdev(values))
+            assert int(r["n_seeds"]) == len(seeds[(name, fraction)]) == 2
+            assert ("dice" in r["best"].split(";")) == (name == best)
+            for field, reference in (("p_vs_supervised", "supervised"), ("p_vs_best", best)):
+                expected = (
+                    math.nan
+                    if name == reference
+                    else _p(pooled[(name, fraction)], pooled[(reference, fraction)])
+                )
+                got = float(r[field]) if r[field] else math.nan
+                assert got == pytest.approx(expected, nan_ok=True), (name, fraction, field)
+            dice = column[name]["test/dice"]
+            line = next(ln for ln in md.splitlines() if ln.startswith(f"| {name} |"))
+            assert f"{statistics.mean(dice):.4f} ± {statistics.stdev(dice):.4f}" in line
+    with (out / "leaderboard_per_class.csv").open(newline="") as f:
+        per_class = list(csv.DictReader(f))
+    assert per_class
+    for r in per_class:
+        values = metrics[(r["row"], float(r["labeled"]))].get(f"test/dice/{r['class']}", [])
+        assert int(r["n_seeds"]) == len(values)
+        if values:
+            assert float(r["dice_mean"]) == pytest.approx(statistics.mean(values))
+
+
+def test_leaderboard_matches_the_mlflow_records(swept: Swept, tmp_path: Path):
+    assert swept.leaderboard.returncode == 0, swept.leaderboard.stderr[-2000:]
+    assert "check passed" in swept.leaderboard.stdout
+    out = swept.root / "lb"
+    for name in (
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.html",
+        "synthetic-quick-dice_vs_labeled.png",
+        "synthetic-quick-per_class_dice.png",
+        "synthetic-quick-per_case_dice.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    _assert_leaderboard_matches(MlflowClient(swept.uri), out, tmp_path)
+
+
+def test_check_refuses_a_cell_with_missing_seeds(swept: Swept, capsys: pytest.CaptureFixture):
+    code = make_leaderboard(
+        tracking_uri=swept.uri,
+        experiment=None,
+        formats=[],
+        out=swept.root / "lb-check",
+        class_fraction=None,
+        check_first=True,
+        seeds=[0, 1, 2],
+    )
+    assert code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "mean_teacher labeled 0.25: 2 of 3 seeds (missing 2)" in err
+    assert not (swept.root / "lb-check").exists()
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ]
+    return subprocess.run(
+        [CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, check=True
+    )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_html_leaderboard_renders_and_sorts_in_headless_chromium(swept: Swept, tmp_path: Path):
+    page = swept.root / "lb" / "leaderboard.html"
+    shot = tmp_path / "leaderboard.png"
+    _chromium("--window-size=1400,900", f"--screenshot={shot}", page.as_uri())
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (900, 1400)
+    assert pixels[..., :3].std() > 0.05  # tables and a plot, not a blank page
+    # Two clicks on the first Dice header sort the rows by it, descending.
+    clicked = tmp_path / "clicked.html"
+    click = "document.querySelector('table.leaderboard th[data-col=\"1\"]').click();"
+    clicked.write_text(page.read_text().replace("</body>", f"<script>{click * 2}</script></body>"))
+    dom = _chromium("--dump-dom", clicked.as_uri()).stdout
+    body = re.search(r'<table class="sortable leaderboard">.*?<tbody>(.*?)</tbody>', dom, re.S)
+    values = [
+        float(v) for v in re.findall(r'<tr><td>[^<]*</td>\s*<td[^>]*data-v="([^"]+)"', body[1])
+    ]
+    assert len(values) == 2 and values == sorted(values, reverse=True)
+    assert 'data-dir="desc"' in dom
+
+
+def test_a_failed_cell_is_recorded_and_the_sweep_goes_on(isolated_env: Path):
+    grid = Grid(
+        methods=("supervised",),
+        labeled=(0.5,),
+        variants=(Variant("stable", ("train.lr=0.01",)),),
+    )  # the plain cell diverges and fails first; the variant after it still runs
+    template = RunRequest(method="", labeled=0.0, overrides=[*TINY[1::2], "train.lr=.nan"])
+    assert sweep_and_report(grid, template) == 1
+    client = MlflowClient(f"sqlite:///{isolated_env / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
+    statuses = {r.data.tags.get("spinebench.variant", ""): r for r in runs}
+    assert statuses["stable"].info.status == "FINISHED"
+    assert statuses[""].info.status == "FAILED"
+    assert "NonFiniteLossError" in statuses[""].data.tags["spinebench.error"]
+    # the next sweep retries only the failed cell; --force reruns every cell
+    assert [pc.cell.variant.name for pc in plan(grid, template).to_run()] == [""]
+    assert len(plan(grid, template, force=True).to_run()) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real ``mlflow server`` on 127.0.0.1 (its own sqlite store and artifact root), stopped
+    by its process group id at the end."""
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError((tmp_path / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_sweep_and_leaderboard_through_an_mlflow_server(
+    mlflow_server: str, tmp_path: Path, shared_cache: Path
+):
+    env = _env(tmp_path, shared_cache)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "methods: [supervised]\nlabeled: [0.5]\nseeds: [0, 1]\n"
+        "variants:\n  - {name: fast_lr, set: [train.lr=0.05]}\n"
+    )
+    common = [
+        "sweep",
+        "--grid",
+        str(grid),
+        "--tracking-uri",
+        mlflow_server,
+        "--workers",
+        "2",
+        *TINY,
+    ]
+    first = _cli([*common, "--seeds", "0"], tmp_path, env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "2 cells, 0 already finished, 2 to run (local, 2 at a time)" in first.stderr
+    second = _cli(common, tmp_path, env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "4 cells, 2 already finished, 2 to run" in second.stderr
+    assert second.stdout.count(" skipped ") == 2
+    board = _cli(
+        ["leaderboard", "--check", "--tracking-uri", mlflow_server, "--out", "lb"], tmp_path, env
+    )
+    assert board.returncode == 0, board.stderr[-2000:]
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    variants = sorted(r.data.tags.get("spinebench.variant", "") for r in runs)
+    assert variants == ["", "", "fast_lr", "fast_lr"]
+    assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the default store
+    _assert_leaderboard_matches(client, tmp_path / "lb", tmp_path / "downloads")
+
+
+def test_cells_run_as_tasks_on_a_ray_cluster(
+    tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Ray's single-machine mode: every address is 127.0.0.1 (read when ray is imported).
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'spinebench[ray]'")
+    context = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=80 * 1024**2,
+        logging_level="WARNING",
+    )
+    try:
+        address = context.address_info["gcs_address"]
+        assert address.startswith("127.0.0.1:")
+        cells = ["--methods", "supervised", "--labeled", "0.5", "--seeds", "0,1"]
+        proc = _cli(
+            ["sweep", *cells, "--executor", "ray", "--ray-address", address, *TINY],
+            tmp_path,
+            _env(tmp_path, shared_cache),
+        )
+    finally:
+        ray.shutdown()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 to run (ray, 2 at a time)" in proc.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
+    assert sorted(r.data.tags["spinebench.seed"] for r in runs) == ["0", "1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.params["train.threads"] for r in runs} == {"1"}  # the cell's CPU request

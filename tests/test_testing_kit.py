@@ -1,0 +1,242 @@
+"""The conformance kit itself: each deliberately broken method fails with the rule it breaks,
+and the pytest fixtures work from a plugin's own test suite."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spinebench.builtin.supervised import Supervised
+from spinebench.method import Batch, Stage, StepInfo, StepOutput
+from spinebench.testing import RULES, ConformanceError, check_method
+
+pytest_plugins = ["pytester"]
+
+# A two-level UNet keeps each check well under a second.
+SMALL = {"model.channels": [4, 8], "model.dropout": [0.0, 0.0]}
+
+
+class Nondeterministic(Supervised):
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        noise = float(np.random.default_rng().normal())  # unseeded: differs every run
+        return StepOutput(losses={"loss": self.loss(self.net(batch.image + noise), batch.label)})
+
+
+class NanLoss(Supervised):
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        out = super().training_step(stage, batch, step)
+        return StepOutput(losses={"loss": out.losses["loss"] * float("nan")})
+
+
+class DetachedLoss(Supervised):
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        return StepOutput(
+            losses={"loss": super().training_step(stage, batch, step).losses["loss"].detach()}
+        )
+
+
+class DroppedBackground(Supervised):
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)[:, 1:]
+
+
+class IntegerPredict(Supervised):
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images).argmax(1, keepdim=True).expand(-1, self.ctx.num_classes, -1, -1)
+
+
+class LostBuffer(Supervised):
+    """A calibration temperature learnt in training but kept out of the state_dict."""
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.register_buffer("temperature", torch.ones(()), persistent=False)
+
+    def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
+        self.temperature.mul_(1.5)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images) / self.temperature
+
+
+class Unpicklable:
+    pass
+
+
+class ObjectInState(Supervised):
+    def get_extra_state(self) -> Any:
+        return Unpicklable()
+
+    def set_extra_state(self, state: Any) -> None:
+        pass
+
+
+class LateParameter(Supervised):
+    def on_stage_start(self, stage: Stage) -> None:
+        self.head = nn.Conv2d(self.ctx.num_classes, self.ctx.num_classes, 1)
+
+
+class DuplicateStages(Supervised):
+    def stages(self) -> list[Stage]:
+        return [Stage("train", 2), Stage("train", 2)]
+
+
+class PretrainOnly(Supervised):
+    def stages(self) -> list[Stage]:
+        return [Stage("train", 2), Stage("pretrain", 2, segments=False)]
+
+
+class NanValidation(Supervised):
+    def stages(self) -> list[Stage]:
+        return [Stage("pretrain", 2, segments=False), Stage("train", 2)]
+
+    def validate_stage(
+        self, stage: Stage, images: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, float]:
+        return {"alignment": float("nan")}
+
+
+class WritesLog(Supervised):
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        with open("losses.txt", "a") as log:
+            log.write("step\n")
+        return super().training_step(stage, batch, step)
+
+
+class SetsEnv(Supervised):
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+class UnknownOption(Supervised):
+    @classmethod
+    def default_config(cls, profile: str) -> dict[str, Any]:
+        return {"train": {"learning_rate": 0.1}} if profile == "paper" else {}
+
+
+BROKEN = [
+    (Nondeterministic, "determinism", "in the second with the same seed"),
+    (NanLoss, "losses", "losses['loss'] is not finite"),
+    (DetachedLoss, "losses", "does not require grad"),
+    (DroppedBackground, "predict", "expected [1, 20, 32, 32]"),
+    (IntegerPredict, "predict", "expected floating-point logits"),
+    (LostBuffer, "state_dict", "predicts different logits"),
+    (ObjectInState, "state_dict", "weights_only=True"),
+    (LateParameter, "parameters", "head.weight"),
+    (DuplicateStages, "stages", "not unique"),
+    (PretrainOnly, "stages", "the last stage 'pretrain' has segments=False"),
+    (NanValidation, "validate_stage", "'alignment' is nan"),
+    (WritesLog, "side_effects", "opened 'losses.txt' with mode 'a'"),
+    (SetsEnv, "side_effects", "TOKENIZERS_PARALLELISM"),
+    (UnknownOption, "config", "profile 'paper'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method_cls", "rule", "fragment"), BROKEN, ids=[cls.__name__ for cls, _, _ in BROKEN]
+)
+def test_broken_method_fails_its_rule(
+    method_cls: type, rule: str, fragment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # SetsEnv changes it; undone here
+    with pytest.raises(ConformanceError) as info:
+        check_method(method_cls, overrides=SMALL)
+    assert info.value.rule == rule
+    message = str(info.value)
+    assert f"breaks conformance rule {rule!r}" in message
+    assert method_cls.__qualname__ in message
+    assert fragment in message
+
+
+def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(ConformanceError):
+        check_method(WritesLog, overrides=SMALL)
+    assert not (tmp_path / "losses.txt").exists()
+
+
+def test_reference_to_tracking_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin package that imports the engine's checkpoint module fails before anything runs."""
+    package = tmp_path / "spinebench_leaky"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "method.py").write_text(
+        textwrap.dedent("""
+        from spinebench.builtin.supervised import Supervised
+        from spinebench.engine.checkpoint import save
+
+
+        class Leaky(Supervised):
+            pass
+    """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from spinebench_leaky.method import Leaky  # type: ignore[import-not-found]
+
+    with pytest.raises(ConformanceError) as info:
+        check_method(Leaky, overrides=SMALL)
+    assert info.value.rule == "side_effects"
+    assert "spinebench_leaky.method.save -> spinebench.engine.checkpoint" in str(info.value)
+    sys.modules.pop("spinebench_leaky.method")
+    sys.modules.pop("spinebench_leaky")
+
+
+def test_a_passing_method_reports_every_rule() -> None:
+    rng_before, threads_before = torch.get_rng_state(), torch.get_num_threads()
+    report = check_method(Supervised, overrides=SMALL, steps=3)
+    assert report.rules == tuple(RULES)
+    assert report.steps == 3
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the kit restores global state
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads_before
+
+
+def test_fixtures_work_from_a_plugin_test_suite(pytester: pytest.Pytester) -> None:
+    """What a third-party plugin writes: the fixtures arrive through the pytest11 entry point."""
+    pytester.makepyfile(
+        textwrap.dedent("""
+        from spinebench.builtin.supervised import Supervised
+
+        SMALL = {"model.channels": [4, 8], "model.dropout": [0.0, 0.0]}
+
+
+        class Broken(Supervised):
+            def predict(self, images):
+                return self.net(images)[:, :2]
+
+
+        def test_passes(spinebench_conformance):
+            assert spinebench_conformance(Supervised, overrides=SMALL).rules
+
+
+        def test_fails(spinebench_conformance):
+            spinebench_conformance(Broken, overrides=SMALL)
+
+
+        def test_harness(spinebench_harness):
+            harness = spinebench_harness(Supervised, overrides=SMALL)
+            method = harness.build()
+            batch = harness.streams().next(with_unlabeled=True)
+            assert batch.unlabeled_weak is not None
+            out = method.training_step(method.stages()[0], batch, None)
+            assert out.losses["loss"].requires_grad
+    """)
+    )
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*Broken breaks conformance rule 'predict'*expected [[]*, 20, 32, 32]*"]
+    )
+
+
+def test_every_rule_is_documented() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "writing-a-method-plugin.md").read_text()
+    assert [rule for rule in RULES if f"| `{rule}` |" not in doc] == []
