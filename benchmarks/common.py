@@ -32,21 +32,39 @@ class Bench:
 
     def method(self) -> Method:
         p = self.prepared
-        ctx = MethodContext(class_map=p.class_map, image_size=int(p.config["data"]["image_size"]),
-                            options=dict(p.config["method"]), config=p.config)
+        ctx = MethodContext(
+            class_map=p.class_map,
+            image_size=int(p.config["data"]["image_size"]),
+            options=dict(p.config["method"]),
+            config=p.config,
+        )
         return p.method_cls(ctx).to(self.runtime.device)
 
     def streams(self) -> TrainStreams:
-        return TrainStreams(self.cache, self.prepared.split, self.config,
-                            self.prepared.request.seed, self.runtime.device)
+        return TrainStreams(
+            self.cache,
+            self.prepared.split,
+            self.config,
+            self.prepared.request.seed,
+            self.runtime.device,
+        )
 
-    def run_engine_stage(self, method: Method, stage: Stage, streams: TrainStreams,
-                         folder: Path) -> None:
+    def run_engine_stage(
+        self, method: Method, stage: Stage, streams: TrainStreams, folder: Path
+    ) -> None:
         """The engine's own stage loop, with logging and validation discarded."""
         quiet = Console(quiet=True)
         with StopFlag() as stop, StageProgress(quiet) as progress:
-            ctx = StageContext(streams, self.runtime, self.config["train"], folder,
-                               lambda values, step: None, lambda s: {}, progress, stop)
+            ctx = StageContext(
+                streams,
+                self.runtime,
+                self.config["train"],
+                folder,
+                lambda values, step: None,
+                lambda s: {},
+                progress,
+                stop,
+            )
             run_stage(method, stage, TrainState(), ctx, None)
 
 
@@ -59,10 +77,18 @@ def bench_env() -> Any:
         yield Path(tmp)
 
 
-def make_bench(method: str, overrides: list[str], device: str = "auto",
-               profile: str = "quick", labeled: float = 0.05) -> Bench:
-    prepared = prepare(RunRequest(method=method, labeled=labeled, overrides=overrides,
-                                  device=device, profile=profile))
+def make_bench(
+    method: str,
+    overrides: list[str],
+    device: str = "auto",
+    profile: str = "quick",
+    labeled: float = 0.05,
+) -> Bench:
+    prepared = prepare(
+        RunRequest(
+            method=method, labeled=labeled, overrides=overrides, device=device, profile=profile
+        )
+    )
     runtime = setup(prepared.config["train"], device, 0)
     cache = build_or_load("synthetic", prepared.dataset, prepared.config)
     return Bench(prepared, runtime, cache)

@@ -77,12 +77,18 @@ def main() -> None:
     args = parser.parse_args()
     with bench_env():
         n = args.iterations
-        bench = make_bench("supervised", [
-            f"data.image_size={args.image_size}", "data.cases=12",
-            # logging/validation/checkpoint cadence as in a real run, never inside the block
-            f"train.log_every={max(n // 4, 1)}", f"train.val_every={n + 1}",
-            f"train.checkpoint_every={n + 1}",
-        ], device=args.device)
+        bench = make_bench(
+            "supervised",
+            [
+                f"data.image_size={args.image_size}",
+                "data.cases=12",
+                # logging/validation/checkpoint cadence as in a real run, never inside the block
+                f"train.log_every={max(n // 4, 1)}",
+                f"train.val_every={n + 1}",
+                f"train.checkpoint_every={n + 1}",
+            ],
+            device=args.device,
+        )
         init = copy.deepcopy(bench.method().state_dict())
         plain_loop(bench, init, 5)  # warm-up: allocator, kernels, thread pools
         ratios = []
@@ -93,9 +99,11 @@ def main() -> None:
                 ratios.append(b / a)
                 print(f"pair {i}: plain {a:.3f}s engine {b:.3f}s ratio {b / a:.3f}")
         dev = bench.runtime.device
-        print(f"overhead ratio (engine/plain, median of {args.pairs} interleaved pairs, "
-              f"{n} it, {args.image_size}px, batch {bench.config['train']['batch_size']}, "
-              f"{dev} {bench.runtime.precision}): {statistics.median(ratios):.3f}")
+        print(
+            f"overhead ratio (engine/plain, median of {args.pairs} interleaved pairs, "
+            f"{n} it, {args.image_size}px, batch {bench.config['train']['batch_size']}, "
+            f"{dev} {bench.runtime.precision}): {statistics.median(ratios):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -22,19 +22,45 @@ app = typer.Typer(
 data_app = typer.Typer(help="Generate or inspect data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-MethodOpt = Annotated[str, typer.Option("--method", "-m", help="Method name (`spinebench list methods`).")]
-LabeledOpt = Annotated[str, typer.Option("--labeled", "-l", help="Fraction of training cases labeled, in (0, 1].")]
-DatasetOpt = Annotated[str, typer.Option(help="Dataset name (`spinebench list datasets`).")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Dataset folder (default: the dataset's own).")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the labeled subset and of training.")]
-ProfileOpt = Annotated[str, typer.Option(help="quick (CPU, minutes) or paper (GPU, sources' budgets).")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of config overrides.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. train.lr=0.01 (repeatable).")]
-UriOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///spinebench-runs/mlflow.db).")]
-ExperimentOpt = Annotated[str | None, typer.Option(help="MLflow experiment (default: spinebench/<dataset>).")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-ResumeOpt = Annotated[bool | None, typer.Option("--resume/--no-resume", help="Continue the unfinished run with this config (default: when there is one).")]
-DeterministicOpt = Annotated[bool | None, typer.Option("--deterministic/--no-deterministic", help="Reproducible to the bit: same config and seed, same metrics (train.deterministic; default: on for CPU).")]
+Opt = typer.Option
+MethodOpt = Annotated[str, Opt("--method", "-m", help="Method (`spinebench list methods`).")]
+LabeledOpt = Annotated[
+    str, Opt("--labeled", "-l", help="Fraction of training cases labeled, in (0, 1].")
+]
+DatasetOpt = Annotated[str, Opt(help="Dataset name (`spinebench list datasets`).")]
+DataDirOpt = Annotated[Path | None, Opt(help="Dataset folder (default: the dataset's own).")]
+SeedOpt = Annotated[int, Opt(help="Seed of the labeled subset and of training.")]
+ProfileOpt = Annotated[str, Opt(help="quick (CPU, minutes) or paper (GPU, sources' budgets).")]
+ConfigOpt = Annotated[Path | None, Opt("--config", help="YAML file of config overrides.")]
+SetOpt = Annotated[
+    list[str] | None, Opt("--set", help="Dotted override, e.g. train.lr=0.01 (repeatable).")
+]
+UriOpt = Annotated[
+    str | None,
+    Opt(
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+        "sqlite:///spinebench-runs/mlflow.db)."
+    ),
+]
+ExperimentOpt = Annotated[
+    str | None, Opt(help="MLflow experiment (default: spinebench/<dataset>).")
+]
+DeviceOpt = Annotated[str, Opt(help="auto, cpu or cuda.")]
+ResumeOpt = Annotated[
+    bool | None,
+    Opt(
+        "--resume/--no-resume",
+        help="Continue the unfinished run with this config (default: when there is one).",
+    ),
+]
+DeterministicOpt = Annotated[
+    bool | None,
+    Opt(
+        "--deterministic/--no-deterministic",
+        help="Same config and seed give the same metrics (train.deterministic; default: on for "
+        "CPU).",
+    ),
+]
 
 
 def deterministic_override(flag: bool | None) -> list[str]:
@@ -47,7 +73,9 @@ def parse_fraction(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise SpinebenchError(f"--labeled {text!r} is not a number; use a fraction like 0.05") from None
+        raise SpinebenchError(
+            f"--labeled {text!r} is not a number; use a fraction like 0.05"
+        ) from None
 
 
 @app.command()
@@ -70,29 +98,52 @@ def run(
     from spinebench.commands.run import run_and_report
     from spinebench.engine.run import RunRequest
 
-    req = RunRequest(method=method, labeled=parse_fraction(labeled), dataset=dataset,
-                     data_dir=data_dir, seed=seed, profile=profile, config_file=config,
-                     overrides=[*(set_ or []), *deterministic_override(deterministic)],
-                     tracking_uri=tracking_uri, experiment=experiment, device=device,
-                     resume=resume)
+    req = RunRequest(
+        method=method,
+        labeled=parse_fraction(labeled),
+        dataset=dataset,
+        data_dir=data_dir,
+        seed=seed,
+        profile=profile,
+        config_file=config,
+        overrides=[*(set_ or []), *deterministic_override(deterministic)],
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        device=device,
+        resume=resume,
+    )
     run_and_report(req)
 
 
-MethodsOpt = Annotated[str | None, typer.Option(
-    help="Comma-separated methods, e.g. supervised,mean_teacher.")]
-FractionsOpt = Annotated[str | None, typer.Option(
-    "--labeled", "-l", help="Comma-separated labeled fractions, e.g. 0.05,0.1.")]
-GridOpt = Annotated[Path | None, typer.Option(
-    help="YAML grid (methods, labeled, seeds, set, variants); --methods/--labeled/--seeds "
-         "replace its lists.")]
-ExecutorOpt = Annotated[str, typer.Option(
-    help="local (this machine) or ray (a Ray cluster; pip install 'spinebench\\[ray]').")]
-WorkersOpt = Annotated[int, typer.Option(
-    help="local: cells at once, as processes (one GPU each when GPUs exist).")]
-RayAddressOpt = Annotated[str | None, typer.Option(
-    help="Ray cluster address (default: a local Ray instance).")]
-GpusPerCellOpt = Annotated[float | None, typer.Option(
-    help="ray: GPUs per cell (default: 1 when the cluster has GPUs).")]
+MethodsOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated methods, e.g. supervised,mean_teacher.")
+]
+FractionsOpt = Annotated[
+    str | None,
+    typer.Option("--labeled", "-l", help="Comma-separated labeled fractions, e.g. 0.05,0.1."),
+]
+GridOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="YAML grid (methods, labeled, seeds, set, variants); --methods/--labeled/--seeds "
+        "replace its lists."
+    ),
+]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        help="local (this machine) or ray (a Ray cluster; pip install 'spinebench\\[ray]')."
+    ),
+]
+WorkersOpt = Annotated[
+    int, typer.Option(help="local: cells at once, as processes (one GPU each when GPUs exist).")
+]
+RayAddressOpt = Annotated[
+    str | None, typer.Option(help="Ray cluster address (default: a local Ray instance).")
+]
+GpusPerCellOpt = Annotated[
+    float | None, typer.Option(help="ray: GPUs per cell (default: 1 when the cluster has GPUs).")
+]
 
 
 @app.command()
@@ -124,30 +175,57 @@ def sweep(
     from spinebench.sweep import make_grid
 
     cells = make_grid(grid, methods, labeled, seeds)
-    template = RunRequest(method="", labeled=0.0, dataset=dataset, data_dir=data_dir,
-                          profile=profile, config_file=config,
-                          overrides=[*(set_ or []), *deterministic_override(deterministic)],
-                          tracking_uri=tracking_uri, experiment=experiment, device=device,
-                          resume=resume)
-    raise typer.Exit(sweep_and_report(
-        cells, template, force=force, executor=executor, workers=workers,
-        ray_address=ray_address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell))
+    template = RunRequest(
+        method="",
+        labeled=0.0,
+        dataset=dataset,
+        data_dir=data_dir,
+        profile=profile,
+        config_file=config,
+        overrides=[*(set_ or []), *deterministic_override(deterministic)],
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        device=device,
+        resume=resume,
+    )
+    raise typer.Exit(
+        sweep_and_report(
+            cells,
+            template,
+            force=force,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
+            cpus_per_cell=cpus_per_cell,
+            gpus_per_cell=gpus_per_cell,
+        )
+    )
 
 
-FormatOpt = Annotated[list[str] | None, typer.Option(
-    "--format", help="md, csv or html (repeatable; default: all three).")]
-ClassFractionOpt = Annotated[float | None, typer.Option(
-    help="Labeled fraction of the per-class table and plots (default: the smallest).")]
-CheckOpt = Annotated[bool, typer.Option(
-    "--check", help="Exit 1, writing nothing, if a cell lacks seeds or mixes configs.")]
-CheckSeedsOpt = Annotated[str | None, typer.Option(
-    help="--check: seeds every cell must have (default: every seed seen).")]
+FormatOpt = Annotated[
+    list[str] | None,
+    typer.Option("--format", help="md, csv or html (repeatable; default: all three)."),
+]
+ClassFractionOpt = Annotated[
+    float | None,
+    typer.Option(help="Labeled fraction of the per-class table and plots (default: the smallest)."),
+]
+CheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--check", help="Exit 1, writing nothing, if a cell lacks seeds or mixes configs."
+    ),
+]
+CheckSeedsOpt = Annotated[
+    str | None, typer.Option(help="--check: seeds every cell must have (default: every seed seen).")
+]
 
 
 @app.command()
 def leaderboard(
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: all).")
-                          ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: all).")
+    ] = None,
     tracking_uri: UriOpt = None,
     format_: FormatOpt = None,
     out: Annotated[Path, typer.Option(help="Folder for tables and figures.")] = Path("leaderboard"),
@@ -158,9 +236,17 @@ def leaderboard(
     """Tables (md, csv, html), significance tests and figures from the tracked runs."""
     from spinebench.commands.leaderboard import make_leaderboard, parse_seeds
 
-    raise typer.Exit(make_leaderboard(
-        tracking_uri=tracking_uri, experiment=experiment, formats=format_ or [], out=out,
-        class_fraction=class_fraction, check_first=check, seeds=parse_seeds(seeds)))
+    raise typer.Exit(
+        make_leaderboard(
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            formats=format_ or [],
+            out=out,
+            class_fraction=class_fraction,
+            check_first=check,
+            seeds=parse_seeds(seeds),
+        )
+    )
 
 
 @app.command("list")

@@ -45,8 +45,10 @@ def _load_yaml_text(text: str, origin: str) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         if isinstance(exc, yaml.constructor.ConstructorError):  # e.g. !!python/object tags
-            raise ConfigError(f"{origin}: YAML tag not allowed{where} (config files hold plain "
-                              "values only); remove the '!!' tag") from None
+            raise ConfigError(
+                f"{origin}: YAML tag not allowed{where} (config files hold plain "
+                "values only); remove the '!!' tag"
+            ) from None
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{origin}: YAML syntax error{where}: {problem}; fix the file") from None
     if data is None:
@@ -103,7 +105,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     """Keep the default's type; ints are fine where floats are expected."""
     if key in CHOICES:
         return _choose(key, value)
-    if key in POSITIVE and isinstance(value, int | float) and not value > 0:
+    if key in POSITIVE and isinstance(value, int | float) and value <= 0:
         raise ConfigError(f"config key {key!r} must be above 0, got {value!r}; fix the value")
     if default is None or value is None:
         return value
@@ -185,6 +187,8 @@ def resolve(
     resolved = copy.deepcopy(defaults)
     for origin, flat in layers:
         for key, value in flat.items():
+            if value == {}:  # an empty section overrides nothing
+                continue
             if key not in valid:
                 raise ConfigError(_unknown_key_message(key, valid, origin))
             _set(resolved, key, _coerce(key, value, valid[key]))
@@ -214,8 +218,11 @@ def config_hash(config: dict[str, Any]) -> str:
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two configs (for refused resumes)."""
     a, b = flatten(old), flatten(new)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
-            if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
 
 
 def short_summary(config: dict[str, Any]) -> str:

@@ -16,9 +16,17 @@ class SupervisedLoss(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.loss = DiceCELoss(include_background=True, to_onehot_y=True, softmax=True,
-                               squared_pred=True, batch=True, lambda_dice=0.5,
-                               lambda_ce=0.5, smooth_nr=1e-5, smooth_dr=1e-5)
+        self.loss = DiceCELoss(
+            include_background=True,
+            to_onehot_y=True,
+            softmax=True,
+            squared_pred=True,
+            batch=True,
+            lambda_dice=0.5,
+            lambda_ce=0.5,
+            smooth_nr=1e-5,
+            smooth_dr=1e-5,
+        )
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss(logits.float(), labels[:, None])

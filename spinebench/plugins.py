@@ -69,8 +69,9 @@ def get_plugin_manager() -> pluggy.PluginManager:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in blocked or pm.has_plugin(ep.name):
             if pm.has_plugin(ep.name):
-                warnings.warn(f"plugin {ep.name!r} is installed twice; keeping the first",
-                              stacklevel=2)
+                warnings.warn(
+                    f"plugin {ep.name!r} is installed twice; keeping the first", stacklevel=2
+                )
             continue
         dist = ep.dist.name if ep.dist else "?"
         ver = ep.dist.version if ep.dist else "?"

@@ -34,6 +34,7 @@ TINY_RUN = [
     "train.checkpoint_every=2",
     "train.batch_size=2",
     "eval.overlays=0",
+    "method.vlm_image_size=32",
 ]
 
 
@@ -97,7 +98,7 @@ def test_vlm_input_size_is_a_multiple_of_every_patch() -> None:
 
 
 def test_predict_resizes_to_and_from_the_vlm_size() -> None:
-    method = _method(image_size=40).eval()  # the VLM runs at 48 px
+    method = _method(image_size=40, vlm_image_size=0).eval()  # the VLM runs at 48 px
     assert method.size == 48
     with torch.no_grad():
         scores = method.predict(torch.randn(2, 1, 40, 40))
@@ -163,8 +164,11 @@ def test_pretrained_backbone_is_frozen_and_the_decoder_trains(
         optimizer.step()
     for name, value in method.model.clip.state_dict().items():
         assert torch.equal(value, clip_before[name]), name
-    changed = [k for k, v in method.model.decoder.state_dict().items()
-               if not torch.equal(v, decoder_before[k])]
+    changed = [
+        k
+        for k, v in method.model.decoder.state_dict().items()
+        if not torch.equal(v, decoder_before[k])
+    ]
     assert changed, "the decoder did not train"
 
 
@@ -189,8 +193,16 @@ def test_tiny_run_is_tracked_with_binary_dice_diagnostics(isolated_env: Path) ->
     run = client.get_run(result.info.run_id)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    for key in ("train/loss", "train/bce", "train/dice", "val/dice", "test/dice",
-                "clipseg/binary_dice", "clipseg/binary_dice/L3", "clipseg/binary_dice/L4/L5"):
+    for key in (
+        "train/loss",
+        "train/bce",
+        "train/dice",
+        "val/dice",
+        "test/dice",
+        "clipseg/binary_dice",
+        "clipseg/binary_dice/L3",
+        "clipseg/binary_dice/L4/L5",
+    ):
         assert key in metrics, key
     assert 0 <= metrics["clipseg/binary_dice"] <= 1
     assert 0 <= result.metrics["test/dice"] <= 1
@@ -198,11 +210,16 @@ def test_tiny_run_is_tracked_with_binary_dice_diagnostics(isolated_env: Path) ->
 
 def test_hub_id_without_network_is_one_line_and_no_run(isolated_env: Path, tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    args = ["run", "--method", "clipseg", "--labeled", "0.5", "--set", f"method.pretrained={HUB_ID}"]
-    for pair in TINY_RUN:
+    args = ["run", "--method", "clipseg", "--labeled", "0.5"]
+    for pair in [*TINY_RUN, f"method.pretrained={HUB_ID}"]:
         args += ["--set", pair]
-    proc = subprocess.run([sys.executable, "-m", "spinebench", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spinebench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -214,3 +231,10 @@ def test_hub_id_without_network_is_one_line_and_no_run(isolated_env: Path, tmp_p
         experiments = client.search_experiments()
         runs = client.search_runs([e.experiment_id for e in experiments]) if experiments else []
         assert not [r for r in runs if r.info.status == "FINISHED"]
+
+
+def test_profiles_follow_the_sources() -> None:
+    paper = ClipSeg.default_config("paper")
+    assert paper["method"] == {"pretrained": HUB_ID, "vlm_image_size": 352}
+    assert paper["train"] == {"optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01}
+    assert ClipSeg.default_config("quick")["method"] == {"vlm_image_size": 64}

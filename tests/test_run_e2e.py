@@ -29,14 +29,24 @@ def _runs(runs: Path) -> list[mlflow.entities.Run]:
 
 def _cli(*args: str, env_extra: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "spinebench", *args], capture_output=True,
-                          text=True, env=env, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "spinebench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        **kw,
+    )
 
 
 def _request(**kw) -> RunRequest:
     overrides = [TINY[i + 1] for i in range(0, len(TINY), 2)]
-    return RunRequest(method=kw.pop("method", "supervised"), labeled=kw.pop("labeled", 0.5),
-                      overrides=overrides + kw.pop("extra", []), **kw)
+    return RunRequest(
+        method=kw.pop("method", "supervised"),
+        labeled=kw.pop("labeled", 0.5),
+        overrides=overrides + kw.pop("extra", []),
+        **kw,
+    )
 
 
 def test_cli_run_is_tracked_with_the_design_layout(isolated_env: Path):
@@ -47,14 +57,31 @@ def test_cli_run_is_tracked_with_the_design_layout(isolated_env: Path):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "supervised-l0.5-s0"
     m = run.data.metrics
-    for key in ("test/dice", "test/hd95", "test/assd", "val/dice", "train/loss",
-                "perf/train/iter_per_s", "perf/train/data_wait_frac", "perf/train/peak_mem_mb"):
+    for key in (
+        "test/dice",
+        "test/hd95",
+        "test/assd",
+        "val/dice",
+        "train/loss",
+        "perf/train/iter_per_s",
+        "perf/train/data_wait_frac",
+        "perf/train/peak_mem_mb",
+    ):
         assert key in m, key
     assert 0 <= m["test/dice"] <= 1 and m["test/hd95"] >= 0
     assert any(k.startswith("test/dice/L3") for k in m)
     tags = run.data.tags
-    for key in ("method", "dataset", "labeled", "seed", "split_hash", "version", "plugin",
-                "profile", "config_hash"):
+    for key in (
+        "method",
+        "dataset",
+        "labeled",
+        "seed",
+        "split_hash",
+        "version",
+        "plugin",
+        "profile",
+        "config_hash",
+    ):
         assert f"spinebench.{key}" in tags, key
     assert tags["spinebench.plugin"].startswith("spinebench==")
     params = run.data.params
@@ -76,8 +103,11 @@ def test_killed_run_resumes_into_the_same_run_with_the_same_result(isolated_env:
     args = ["run", "--method", "supervised", "--labeled", "0.5", *TINY, *extra]
     reference = _cli(*args, "--experiment", "reference")
     assert reference.returncode == 0, reference.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "spinebench", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spinebench", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt_root = isolated_env / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and not list(ckpt_root.glob("*/last.pt")):
@@ -91,6 +121,8 @@ def test_killed_run_resumes_into_the_same_run_with_the_same_result(isolated_env:
     runs = _runs(isolated_env)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     ref = _client(isolated_env).search_runs(
-        [_client(isolated_env).get_experiment_by_name("reference").experiment_id])[0]
-    assert math.isclose(runs[0].data.metrics["test/dice"], ref.data.metrics["test/dice"],
-                        rel_tol=0, abs_tol=1e-9)
+        [_client(isolated_env).get_experiment_by_name("reference").experiment_id]
+    )[0]
+    assert math.isclose(
+        runs[0].data.metrics["test/dice"], ref.data.metrics["test/dice"], rel_tol=0, abs_tol=1e-9
+    )

@@ -7,8 +7,14 @@ IDS = [f"case_{i:03d}" for i in range(40)]
 
 
 def split(labeled=0.1, seed=0, split_seed=0):
-    return make_split(IDS, labeled=labeled, seed=seed, split_seed=split_seed,
-                      val_fraction=0.15, test_fraction=0.25)
+    return make_split(
+        IDS,
+        labeled=labeled,
+        seed=seed,
+        split_seed=split_seed,
+        val_fraction=0.15,
+        test_fraction=0.25,
+    )
 
 
 def test_split_is_deterministic_and_partitions_cases():
@@ -46,5 +52,6 @@ def test_bad_fraction(bad):
 
 def test_too_few_cases():
     with pytest.raises(DataError, match="at least 3"):
-        make_split(["a", "b"], labeled=0.5, seed=0, split_seed=0, val_fraction=0.1,
-                   test_fraction=0.1)
+        make_split(
+            ["a", "b"], labeled=0.5, seed=0, split_seed=0, val_fraction=0.1, test_fraction=0.1
+        )

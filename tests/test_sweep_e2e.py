@@ -31,6 +31,9 @@ from spinebench.commands.sweep import sweep_and_report
 from spinebench.engine.run import RunRequest
 from spinebench.sweep import Grid, Variant, plan
 
+# Several minutes of CLI runs, an MLflow server and a Ray instance: run with `pytest -m slow`.
+pytestmark = pytest.mark.slow
+
 TINY_SETTINGS = (
     "data.cases=8 data.image_size=32 model.channels=[4,8,16,32,64] train.iterations=4 "
     "train.val_every=2 train.log_every=2 train.checkpoint_every=2 train.batch_size=4 "

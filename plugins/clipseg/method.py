@@ -28,6 +28,9 @@ FROZEN_CHOICES = ("auto", "backbone", "none")
 SIZE_MULTIPLE = 16
 #: Where the CIDAS weights were trained and what their preprocessor resizes to.
 PAPER_SIZE = 352
+#: The quick profile's VLM input: what a small random CLIPSeg trains in a few CPU minutes
+#: (README.md, "The quick profile").
+QUICK_SIZE = 64
 
 
 def vlm_input_size(requested: int, image_size: int) -> int:
@@ -89,7 +92,8 @@ class ClipSeg(Method):
                 "train": train,
                 "method": {"pretrained": vlm.DEFAULT_CLIPSEG, "vlm_image_size": PAPER_SIZE},
             }
-        return {"train": train | {"iterations": 600, "val_every": 200, "log_every": 20}}
+        # CPU: the profile's budget; a 64 px VLM input (8 x 8 patches) whatever the slice size.
+        return {"train": train, "method": {"vlm_image_size": QUICK_SIZE}}
 
     def binary_logits(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 1, H, W] slices -> [B, K, H, W] per-class binary logits at the slices' size."""

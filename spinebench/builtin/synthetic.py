@@ -24,11 +24,14 @@ class SyntheticDataset(Dataset):
     def __init__(self, data_dir: Path | None, config: dict[str, Any]) -> None:
         super().__init__(data_dir, config)
         if data_dir is None:
-            self.data_dir = ensure_generated(int(config["data"]["cases"]),
-                                             int(config["data"]["generator_seed"]))
+            self.data_dir = ensure_generated(
+                int(config["data"]["cases"]), int(config["data"]["generator_seed"])
+            )
         elif not data_dir.is_dir():
-            raise DataError(f"data folder {data_dir} does not exist; create it with "
-                            f"`spinebench data synth --out {data_dir}` or fix --data-dir")
+            raise DataError(
+                f"data folder {data_dir} does not exist; create it with "
+                f"`spinebench data synth --out {data_dir}` or fix --data-dir"
+            )
 
     def class_map(self) -> ClassMap:
         return mrspineseg_class_map()
@@ -37,8 +40,10 @@ class SyntheticDataset(Dataset):
         assert self.data_dir is not None
         images = sorted((self.data_dir / "images").glob("*.nii.gz"))
         if not images:
-            raise DataError(f"{self.data_dir}/images holds no .nii.gz files; generate them with "
-                            f"`spinebench data synth --out {self.data_dir}`")
+            raise DataError(
+                f"{self.data_dir}/images holds no .nii.gz files; generate them with "
+                f"`spinebench data synth --out {self.data_dir}`"
+            )
         refs = []
         for image in images:
             case_id = image.name.removesuffix(".nii.gz")

@@ -14,14 +14,21 @@ def show(what: str) -> None:
     if what == "plugins":
         table = Table("plugin", "distribution", "version", "hooks")
         for info in plugins.list_plugins():
-            table.add_row(info.name, info.distribution, info.version,
-                          ", ".join(h.removeprefix("spinebench_") for h in info.hooks))
+            table.add_row(
+                info.name,
+                info.distribution,
+                info.version,
+                ", ".join(h.removeprefix("spinebench_") for h in info.hooks),
+            )
         for name, error in plugins.failed_plugins().items():
             table.add_row(name, "[red]failed to load[/]", "", error)
         console.print(table)
         return
-    registries = {"methods": plugins.methods, "datasets": plugins.datasets,
-                  "metrics": plugins.metrics}
+    registries = {
+        "methods": plugins.methods,
+        "datasets": plugins.datasets,
+        "metrics": plugins.metrics,
+    }
     if what not in registries:
         raise SpinebenchError(f"cannot list {what!r}; use methods, datasets, metrics or plugins")
     table = Table(what[:-1], "defined in")

@@ -13,8 +13,10 @@ from spinebench.engine.run import RunRequest, RunResult, execute
 def results_table(result: RunResult) -> Table:
     """Headline metrics, then per-class Dice, of one finished run."""
     m = result.metrics
-    table = Table(title=f"{result.info.method} | labeled {result.info.labeled:g} | "
-                        f"seed {result.info.seed} | test split")
+    table = Table(
+        title=f"{result.info.method} | labeled {result.info.labeled:g} | "
+        f"seed {result.info.seed} | test split"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, unit in (("test/dice", ""), ("test/hd95", " mm"), ("test/assd", " mm")):
@@ -31,7 +33,9 @@ def run_and_report(req: RunRequest) -> RunResult:
     result = execute(req, Console(stderr=True))
     console.print(results_table(result))
     uri = result.info.tracking_uri
-    console.print(f"tracked as run [bold]{result.info.run_id}[/] in experiment "
-                  f"'{result.info.experiment}' at {uri}")
+    console.print(
+        f"tracked as run [bold]{result.info.run_id}[/] in experiment "
+        f"'{result.info.experiment}' at {uri}"
+    )
     console.print(f"browse: mlflow ui --backend-store-uri {uri}")
     return result

@@ -32,14 +32,16 @@ def random_affine(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
     ).to(image.device, image.dtype)
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    image = F.grid_sample(image, grid, mode="bilinear", padding_mode="border",
-                          align_corners=False)
-    label = F.grid_sample(label[:, None].float(), grid, mode="nearest", padding_mode="zeros",
-                          align_corners=False)[:, 0].long()
+    image = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    label = F.grid_sample(
+        label[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )[:, 0].long()
     return image, label
 
 
-def strong_view(image: torch.Tensor, cfg: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+def strong_view(
+    image: torch.Tensor, cfg: dict[str, Any], generator: torch.Generator
+) -> torch.Tensor:
     """Brightness/contrast jitter (p=jitter_p) and Gaussian blur (p=blur_p), per image."""
     b = image.shape[0]
     flat = image.flatten(1)

@@ -79,7 +79,5 @@ def mrspineseg_class_map() -> ClassMap:
     for offset, level in enumerate(_VERTEBRAE[1:]):
         classes.append(SpineClass(2 + offset, level, "vertebra", f"{level} vertebra"))
     for offset, level in enumerate(_DISCS):
-        classes.append(
-            SpineClass(11 + offset, level, "disc", f"{level} intervertebral disc")
-        )
+        classes.append(SpineClass(11 + offset, level, "disc", f"{level} intervertebral disc"))
     return ClassMap(classes=tuple(classes), scheme="mrspineseg")

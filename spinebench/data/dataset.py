@@ -111,13 +111,16 @@ def read_nifti(path: Path) -> nib.Nifti1Image:
     try:
         img = nib.load(str(path))
     except Exception as exc:
-        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}); "
-                        "re-export or remove it") from None
+        raise DataError(
+            f"{path}: not a readable NIfTI file ({type(exc).__name__}); re-export or remove it"
+        ) from None
     header = img.header
     if "qform_code" in header and not header["qform_code"] and not header["sform_code"]:
         # nibabel would fall back to a pixdim-only affine: a guess at the orientation.
-        raise DataError(f"{path}: orientation unknown (qform_code and sform_code are 0); "
-                        "re-export it with its qform/sform set")
+        raise DataError(
+            f"{path}: orientation unknown (qform_code and sform_code are 0); "
+            "re-export it with its qform/sform set"
+        )
     return img
 
 
@@ -126,8 +129,9 @@ def voxel_data(img: nib.Nifti1Image, path: Path) -> np.ndarray:
     try:
         return np.asarray(img.dataobj)
     except Exception as exc:
-        raise DataError(f"{path}: truncated or unreadable data ({type(exc).__name__}); "
-                        "re-export or remove it") from None
+        raise DataError(
+            f"{path}: truncated or unreadable data ({type(exc).__name__}); re-export or remove it"
+        ) from None
 
 
 def nifti_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -161,11 +165,15 @@ def load_pair(case: CaseRef, read: Reader = nifti_arrays) -> Volume:
     if label_raw.ndim == 4 and label_raw.shape[-1] == 1:
         label_raw = label_raw[..., 0]
     if label_raw.shape != image.shape:
-        raise DataError(f"{case.label}: shape {label_raw.shape} differs from its image "
-                        f"{image.shape}; resample the mask onto the image grid")
+        raise DataError(
+            f"{case.label}: shape {label_raw.shape} differs from its image "
+            f"{image.shape}; resample the mask onto the image grid"
+        )
     if not np.allclose(label_affine, affine, atol=1e-3):
-        raise DataError(f"{case.label}: affine differs from its image's; "
-                        "resample or copy the image header onto the mask")
+        raise DataError(
+            f"{case.label}: affine differs from its image's; "
+            "resample or copy the image header onto the mask"
+        )
     label = np.rint(label_raw).astype(np.int64)
     image_s, spacing = to_slice_space(image, affine, case.image)
     label_s, _ = to_slice_space(label, affine, case.image)

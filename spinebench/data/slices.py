@@ -78,8 +78,9 @@ def resize_slices(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.n
     """Resize each slice in-plane to ``size`` x ``size`` (bilinear image, nearest label)."""
     img = torch.from_numpy(np.ascontiguousarray(image))[:, None]
     lab = torch.from_numpy(np.ascontiguousarray(label.astype(np.float32)))[:, None]
-    img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
-                        antialias=True)
+    img = F.interpolate(
+        img, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
     lab = F.interpolate(lab, size=(size, size), mode="nearest-exact")
     return img[:, 0].numpy().astype(np.float32), lab[:, 0].numpy().astype(np.uint8)
 
@@ -105,8 +106,10 @@ def _check_labels(volume: Volume, n_classes: int, origin: str) -> None:
     values = np.unique(volume.label)
     bad = values[(values < 0) | (values >= n_classes)]
     if bad.size:
-        raise DataError(f"{origin}: label values {bad.tolist()[:8]} are outside the class map "
-                        f"(0..{n_classes - 1}); fix the mask or the dataset's class names")
+        raise DataError(
+            f"{origin}: label values {bad.tolist()[:8]} are outside the class map "
+            f"(0..{n_classes - 1}); fix the mask or the dataset's class names"
+        )
 
 
 def build_or_load(dataset_name: str, dataset: Dataset, config: dict[str, Any]) -> SliceCache:
@@ -141,16 +144,21 @@ def _build(root: Path, dataset: Dataset, config: dict[str, Any]) -> None:
             labels.append(lab)
             np.save(tmp / "native" / f"{case.case_id}.npy", vol.label.astype(np.uint8))
             meta_cases[case.case_id] = {
-                "start": row, "stop": row + img.shape[0],
-                "native_shape": list(vol.label.shape), "spacing": list(vol.spacing),
+                "start": row,
+                "stop": row + img.shape[0],
+                "native_shape": list(vol.label.shape),
+                "spacing": list(vol.spacing),
             }
             row += img.shape[0]
         if not any(lab.any() for lab in labels):
             raise DataError(f"every mask in {dataset.data_dir} is empty; check the label files")
         np.save(tmp / "images.npy", np.concatenate(images))
         np.save(tmp / "labels.npy", np.concatenate(labels))
-        meta = {"image_size": size, "cases": meta_cases,
-                "build_seconds": round(time.perf_counter() - start_time, 3)}
+        meta = {
+            "image_size": size,
+            "cases": meta_cases,
+            "build_seconds": round(time.perf_counter() - start_time, 3),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta))
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)

@@ -41,8 +41,10 @@ def check_fraction(labeled: float) -> float:
     if isinstance(labeled, bool) or not isinstance(labeled, int | float):
         raise ConfigError(f"--labeled {labeled!r} is not a number; use a fraction like 0.05")
     if not 0 < float(labeled) <= 1:
-        raise ConfigError(f"--labeled {labeled} is outside (0, 1]; use a fraction like 0.05 "
-                          "(1.0 = all training cases labeled)")
+        raise ConfigError(
+            f"--labeled {labeled} is outside (0, 1]; use a fraction like 0.05 "
+            "(1.0 = all training cases labeled)"
+        )
     return float(labeled)
 
 
@@ -64,8 +66,10 @@ def make_split(
     n_test = max(1, round(test_fraction * len(ids)))
     n_val = max(1, round(val_fraction * len(ids)))
     if n_test + n_val >= len(ids):
-        raise DataError(f"{len(ids)} cases leave none for training with val {val_fraction} "
-                        f"and test {test_fraction}; lower data.val_fraction/test_fraction")
+        raise DataError(
+            f"{len(ids)} cases leave none for training with val {val_fraction} "
+            f"and test {test_fraction}; lower data.val_fraction/test_fraction"
+        )
     test = sorted(ids[i] for i in order[:n_test])
     val = sorted(ids[i] for i in order[n_test : n_test + n_val])
     train = sorted(ids[i] for i in order[n_test + n_val :])

@@ -47,12 +47,14 @@ class TrainStreams:
         train = config["train"]
         self.aug = config["augment"]
         self.device = device
-        self.labeled = SliceStream(cache, cache.slice_indices(split.labeled),
-                                   train["batch_size"], seed * 1000 + 1)
+        self.labeled = SliceStream(
+            cache, cache.slice_indices(split.labeled), train["batch_size"], seed * 1000 + 1
+        )
         unlabeled_rows = cache.slice_indices(split.unlabeled)
         self.unlabeled = (
             SliceStream(cache, unlabeled_rows, train["unlabeled_batch_size"], seed * 1000 + 2)
-            if len(unlabeled_rows) else None
+            if len(unlabeled_rows)
+            else None
         )
         self.aug_generator = torch.Generator().manual_seed(seed * 1000 + 3)
 
@@ -80,8 +82,10 @@ class TrainStreams:
         return t
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"labeled": self.labeled.generator.get_state(),
-                 "aug": self.aug_generator.get_state()}
+        state = {
+            "labeled": self.labeled.generator.get_state(),
+            "aug": self.aug_generator.get_state(),
+        }
         if self.unlabeled is not None:
             state["unlabeled"] = self.unlabeled.generator.get_state()
         return state

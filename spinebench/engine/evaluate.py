@@ -41,8 +41,7 @@ def predict_slices(
         images = torch.from_numpy(np.array(slices[start : start + batch_size]))[:, None].to(device)
         with autocast():
             logits = method.predict(images)
-        logits = F.interpolate(logits.float(), size=native_hw, mode="bilinear",
-                               align_corners=False)
+        logits = F.interpolate(logits.float(), size=native_hw, mode="bilinear", align_corners=False)
         out.append(logits.argmax(1).to(torch.uint8).cpu())
     return torch.cat(out).numpy()
 
@@ -58,8 +57,9 @@ def predict_case(
     """Label volume (slices, rows, cols) on the case's native grid."""
     info = cache.cases[case_id]
     rows, cols = info.native_shape[1:]
-    return predict_slices(method, cache.images[info.start : info.stop], (rows, cols), device,
-                          batch_size, autocast)
+    return predict_slices(
+        method, cache.images[info.start : info.stop], (rows, cols), device, batch_size, autocast
+    )
 
 
 def score_case(
@@ -114,8 +114,9 @@ def evaluate(
         scores, preds = {}, {}
         for cid in case_ids:
             pred = predict_case(method, cache, cid, device, batch_size, autocast)
-            scores[cid] = score_case(pred, cache.native_label(cid), cache.cases[cid].spacing,
-                                     class_map, metrics)
+            scores[cid] = score_case(
+                pred, cache.native_label(cid), cache.cases[cid].spacing, class_map, metrics
+            )
             preds[cid] = pred
         return scores, preds
     finally:
@@ -127,9 +128,9 @@ def write_per_case_csv(
 ) -> None:
     """One row per case: the foreground mean of each metric, then each class's value."""
     metric_names = list(next(iter(per_case.values())).keys())
-    header = ["case"] + metric_names + [
-        f"{m}/{c.name}" for m in metric_names for c in class_map.classes
-    ]
+    header = (
+        ["case"] + metric_names + [f"{m}/{c.name}" for m in metric_names for c in class_map.classes]
+    )
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -162,15 +163,26 @@ def save_overlays(
         truth = np.asarray(cache.native_label(cid)[mid])
         pred = preds[cid][mid]
         image = np.array(cache.images[info.start + mid])
-        image = F.interpolate(torch.from_numpy(image)[None, None], size=truth.shape,
-                              mode="bilinear", align_corners=False)[0, 0].numpy()
+        image = F.interpolate(
+            torch.from_numpy(image)[None, None],
+            size=truth.shape,
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0].numpy()
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
-        for ax, title, lab in zip(axes, ("image", "ground truth", "prediction"),
-                                  (None, truth, pred), strict=True):
+        for ax, title, lab in zip(
+            axes, ("image", "ground truth", "prediction"), (None, truth, pred), strict=True
+        ):
             ax.imshow(image, cmap="gray")
             if lab is not None:
-                ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0,
-                          vmax=class_map.num_classes - 1, alpha=0.5, interpolation="nearest")
+                ax.imshow(
+                    np.ma.masked_equal(lab, 0),
+                    cmap=cmap,
+                    vmin=0,
+                    vmax=class_map.num_classes - 1,
+                    alpha=0.5,
+                    interpolation="nearest",
+                )
             ax.set_title(f"{cid}: {title}", fontsize=8)
             ax.axis("off")
         fig.tight_layout()

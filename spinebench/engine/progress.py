@@ -39,8 +39,9 @@ class StageProgress:
         self.progress.stop()
 
     def start(self, stage: Stage, done: int) -> None:
-        self.task = self.progress.add_task(stage.name, total=stage.iterations, completed=done,
-                                           loss="-")
+        self.task = self.progress.add_task(
+            stage.name, total=stage.iterations, completed=done, loss="-"
+        )
 
     def update(self, iteration: int, loss: float | None) -> None:
         if loss is None:

@@ -48,7 +48,14 @@ from spinebench.engine.evaluate import (
     write_per_case_csv,
 )
 from spinebench.engine.progress import StageProgress
-from spinebench.engine.runtime import Runtime, pick_device, seed_everything, setup, stage_seed
+from spinebench.engine.runtime import (
+    Runtime,
+    pick_device,
+    seed_everything,
+    setup,
+    stage_seed,
+    torch_settings_kept,
+)
 from spinebench.engine.tracking import TAG, Tracker, experiment_name, resolve_uri
 from spinebench.engine.trainer import (
     Interrupted,
@@ -166,20 +173,32 @@ def load_data(resolved: Resolved) -> Prepared:
     dataset = resolved.dataset_cls(data_dir, config)
     class_map = dataset.class_map()
     if not class_map.is_contiguous():
-        raise SpinebenchError(f"dataset {req.dataset!r} must map its labels to 1..N "
-                              f"(got ids {class_map.ids})")
+        raise SpinebenchError(
+            f"dataset {req.dataset!r} must map its labels to 1..N (got ids {class_map.ids})"
+        )
     d = config["data"]
-    split = make_split([c.case_id for c in dataset.cases()], labeled=req.labeled,
-                       seed=req.seed, split_seed=d["split_seed"],
-                       val_fraction=d["val_fraction"], test_fraction=d["test_fraction"])
-    return Prepared(req, resolved.method_cls, dataset, class_map, split, config,
-                    config_hash(config))
+    split = make_split(
+        [c.case_id for c in dataset.cases()],
+        labeled=req.labeled,
+        seed=req.seed,
+        split_seed=d["split_seed"],
+        val_fraction=d["val_fraction"],
+        test_fraction=d["test_fraction"],
+    )
+    return Prepared(
+        req, resolved.method_cls, dataset, class_map, split, config, config_hash(config)
+    )
 
 
 def _git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -189,8 +208,11 @@ def _plugin_of(method: str) -> str:
     for info in plugins.list_plugins():
         if "spinebench_register_methods" in info.hooks:
             registered: dict[str, type] = {}
-            impl = getattr(plugins.get_plugin_manager().get_plugin(info.name),
-                           "spinebench_register_methods", None)
+            impl = getattr(
+                plugins.get_plugin_manager().get_plugin(info.name),
+                "spinebench_register_methods",
+                None,
+            )
             if impl is not None:
                 impl(register=lambda n, c, r=registered: r.__setitem__(n, c))
             if method in registered:
@@ -201,8 +223,9 @@ def _plugin_of(method: str) -> str:
 class Engine:
     """Runs one prepared request end to end (rank 0 of a single process)."""
 
-    def __init__(self, prepared: Prepared, console: Console | None = None,
-                 tracker: Tracker | None = None) -> None:
+    def __init__(
+        self, prepared: Prepared, console: Console | None = None, tracker: Tracker | None = None
+    ) -> None:
         self.p = prepared
         self.console = console or Console(stderr=True)
         self.config = prepared.config
@@ -214,9 +237,12 @@ class Engine:
         t0 = time.perf_counter()
         cache = build_or_load(self.p.request.dataset, self.p.dataset, self.config)
         self.cache_seconds = time.perf_counter() - t0
-        ctx = MethodContext(class_map=self.p.class_map,
-                            image_size=int(self.config["data"]["image_size"]),
-                            options=dict(self.config["method"]), config=self.config)
+        ctx = MethodContext(
+            class_map=self.p.class_map,
+            image_size=int(self.config["data"]["image_size"]),
+            options=dict(self.config["method"]),
+            config=self.config,
+        )
         method = self.p.method_cls(ctx).to(runtime.device)
         if runtime.channels_last:
             method = method.to(memory_format=torch.channels_last)
@@ -225,10 +251,16 @@ class Engine:
     def _validate(self, method: Method, stage: Stage) -> dict[str, float]:
         metric_fns = plugins.metrics()
         if stage.segments:
-            scores, _ = evaluate(method, self.cache, self.p.split.val, self.p.class_map,
-                                 {"dice": metric_fns["dice"]}, self.runtime.device,
-                                 int(self.config["eval"]["batch_size"]),
-                                 self.runtime.autocast())
+            scores, _ = evaluate(
+                method,
+                self.cache,
+                self.p.split.val,
+                self.p.class_map,
+                {"dice": metric_fns["dice"]},
+                self.runtime.device,
+                int(self.config["eval"]["batch_size"]),
+                self.runtime.autocast(),
+            )
             return {"val/dice": summarize(scores, self.p.class_map, "val")["val/dice"]}
         rows = self.cache.slice_indices(self.p.split.val)
         totals: dict[str, float] = {}
@@ -239,9 +271,11 @@ class Engine:
             for start in range(0, len(rows), bs):
                 idx = rows[start : start + bs]
                 images = torch.from_numpy(np.array(self.cache.images[idx]))[:, None].to(
-                    self.runtime.device)
+                    self.runtime.device
+                )
                 labels = torch.from_numpy(self.cache.labels[idx].astype("int64")).to(
-                    self.runtime.device)
+                    self.runtime.device
+                )
                 with self.runtime.autocast()():
                     values = method.validate_stage(stage, images, labels)
                 for k, v in values.items():
@@ -254,9 +288,17 @@ class Engine:
     def _stage_cache_path(self, stage: Stage) -> Path | None:
         if stage.cache_key is None:
             return None
-        payload = json.dumps({"key": stage.cache_key, "split": self.p.split.hash(),
-                              "data": self.cache.root.name, "method": self.p.request.method,
-                              "stage": stage.name}, sort_keys=True, default=str)
+        payload = json.dumps(
+            {
+                "key": stage.cache_key,
+                "split": self.p.split.hash(),
+                "data": self.cache.root.name,
+                "method": self.p.request.method,
+                "stage": stage.name,
+            },
+            sort_keys=True,
+            default=str,
+        )
         digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
         return cache_dir() / "stages" / f"{self.p.request.method}-{stage.name}-{digest}.pt"
 
@@ -264,7 +306,7 @@ class Engine:
     def run(self) -> RunResult:
         req = self.p.request
         tracker = self.tracker or connect(req)  # unreachable store -> error before any training
-        with config_lock(self.p.config_hash):
+        with config_lock(self.p.config_hash), torch_settings_kept():
             return self._run(tracker)
 
     def _run(self, tracker: Tracker) -> RunResult:
@@ -273,8 +315,18 @@ class Engine:
         run_name = f"{req.method}-l{req.labeled:g}-s{req.seed}"
         resume_id = self._resume_target(tracker, run_name)
         self.runtime, self.cache, method = self._setup()
-        info = RunInfo(req.method, req.dataset, req.seed, req.labeled, req.profile, cfg,
-                       self.p.config_hash, self.p.split.hash(), uri, exp)
+        info = RunInfo(
+            req.method,
+            req.dataset,
+            req.seed,
+            req.labeled,
+            req.profile,
+            cfg,
+            self.p.config_hash,
+            self.p.split.hash(),
+            uri,
+            exp,
+        )
         checkpoints = runs_dir() / "checkpoints"
         ckpt = None
         if resume_id:
@@ -282,10 +334,14 @@ class Engine:
         streams = self._streams(ckpt["state"]["stage_index"] if ckpt else 0)
         state = restore(method, ckpt, streams) if ckpt else TrainState()
         tags = {
-            f"{TAG}method": req.method, f"{TAG}dataset": req.dataset,
-            f"{TAG}labeled": str(req.labeled), f"{TAG}seed": str(req.seed),
-            f"{TAG}split_hash": self.p.split.hash(), f"{TAG}version": __version__,
-            f"{TAG}plugin": _plugin_of(req.method), f"{TAG}profile": req.profile,
+            f"{TAG}method": req.method,
+            f"{TAG}dataset": req.dataset,
+            f"{TAG}labeled": str(req.labeled),
+            f"{TAG}seed": str(req.seed),
+            f"{TAG}split_hash": self.p.split.hash(),
+            f"{TAG}version": __version__,
+            f"{TAG}plugin": _plugin_of(req.method),
+            f"{TAG}profile": req.profile,
             f"{TAG}config_hash": self.p.config_hash,
         }
         sha = _git_sha()
@@ -295,13 +351,19 @@ class Engine:
         tracker.set_tag(f"{TAG}data_cache", "built" if self.cache.built_now else "reused")
         ckpt_dir = checkpoints / info.run_id
         self.console.print(f"[bold]spinebench[/] {short_summary(cfg)}")
-        where = (f"resumed at stage {state.stage_index} iteration {state.iteration}" if ckpt
-                 else "resumed from the start" if resume_id else "new")
+        where = (
+            f"resumed at stage {state.stage_index} iteration {state.iteration}"
+            if ckpt
+            else "resumed from the start"
+            if resume_id
+            else "new"
+        )
         self.console.print(
             f"run {info.run_id} ({where}) "
             f"| split {len(self.p.split.labeled)} labeled / {len(self.p.split.unlabeled)} "
             f"unlabeled / {len(self.p.split.val)} val / {len(self.p.split.test)} test cases "
-            f"| device {self.runtime.device} {self.runtime.precision}")
+            f"| device {self.runtime.device} {self.runtime.precision}"
+        )
         try:
             if ckpt is None:  # a run killed before its first checkpoint logs them again
                 self._log_start_artifacts(tracker)
@@ -328,14 +390,21 @@ class Engine:
             return found
         other = tracker.find_unfinished_by_name(run_name)
         if other is None:
-            raise ConfigError(f"--resume: no unfinished run {run_name!r} with this config; "
-                              "drop --resume to start a new run")
+            raise ConfigError(
+                f"--resume: no unfinished run {run_name!r} with this config; "
+                "drop --resume to start a new run"
+            )
         run_id, params = other
         now = {k: str(v) for k, v in flatten(self.config).items()}
-        changes = [f"{k}: {params.get(k)} -> {now.get(k)}" for k in sorted(now.keys() | params)
-                   if params.get(k) != now.get(k)]
-        raise ConfigError(f"--resume: run {run_id} was started with another config "
-                          f"({'; '.join(changes[:5])}); rerun with its settings or use --no-resume")
+        changes = [
+            f"{k}: {params.get(k)} -> {now.get(k)}"
+            for k in sorted(now.keys() | params)
+            if params.get(k) != now.get(k)
+        ]
+        raise ConfigError(
+            f"--resume: run {run_id} was started with another config "
+            f"({'; '.join(changes[:5])}); rerun with its settings or use --no-resume"
+        )
 
     def _log_start_artifacts(self, tracker: Tracker) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -353,8 +422,15 @@ class Engine:
         seed = stage_seed(self.p.request.seed, stage_index)
         return TrainStreams(self.cache, self.p.split, self.config, seed, self.runtime.device)
 
-    def _train(self, method: Method, state: TrainState, streams: TrainStreams,
-               tracker: Tracker, ckpt_dir: Path, ckpt: dict[str, Any] | None) -> None:
+    def _train(
+        self,
+        method: Method,
+        state: TrainState,
+        streams: TrainStreams,
+        tracker: Tracker,
+        ckpt_dir: Path,
+        ckpt: dict[str, Any] | None,
+    ) -> None:
         stages = method.stages()
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
@@ -374,17 +450,27 @@ class Engine:
                 elif state.iteration == 0 and stage.load_from:
                     path = self._stage_source(stage, tracker)
                     method.load_stage_state_dict(
-                        stage, checkpoint.load_file(path, self.runtime.device))
+                        stage, checkpoint.load_file(path, self.runtime.device)
+                    )
                     tracker.set_tag(f"{TAG}stage_source.{stage.name}", stage.load_from)
                     self.console.print(f"stage {stage.name}: loaded from {stage.load_from}")
                 else:
-                    ctx = StageContext(streams, self.runtime, self.config["train"], ckpt_dir,
-                                       tracker.log_metrics, lambda s: self._validate(method, s),
-                                       progress, stop, offset)
+                    ctx = StageContext(
+                        streams,
+                        self.runtime,
+                        self.config["train"],
+                        ckpt_dir,
+                        tracker.log_metrics,
+                        lambda s: self._validate(method, s),
+                        progress,
+                        stop,
+                        offset,
+                    )
                     run_stage(method, stage, state, ctx, resume)
                     if cache_path is not None:
-                        checkpoint.save(method.stage_state_dict(stage), cache_path.parent,
-                                        cache_path.stem)
+                        checkpoint.save(
+                            method.stage_state_dict(stage), cache_path.parent, cache_path.stem
+                        )
                         tracker.set_tag(f"{TAG}stage_cache.{stage.name}", "miss")
                         tracker.log_artifact(cache_path, "stages")
                 offset += stage.iterations
@@ -394,8 +480,9 @@ class Engine:
         if state.skipped_steps:
             tracker.log_metrics({"train/skipped_nonfinite_steps": state.skipped_steps}, offset)
 
-    def _load_stage(self, method: Method, stage: Stage, cache_path: Path | None,
-                    tracker: Tracker) -> bool:
+    def _load_stage(
+        self, method: Method, stage: Stage, cache_path: Path | None, tracker: Tracker
+    ) -> bool:
         if cache_path is None or not cache_path.is_file():
             return False
         method.load_stage_state_dict(stage, checkpoint.load_file(cache_path, self.runtime.device))
@@ -413,22 +500,35 @@ class Engine:
             artifacts = tracker.client.list_artifacts(source, "stages")
         except Exception:
             artifacts = []
-        match = [a.path for a in artifacts if Path(a.path).name.startswith(
-            f"{self.p.request.method}-{stage.name}-")]
+        match = [
+            a.path
+            for a in artifacts
+            if Path(a.path).name.startswith(f"{self.p.request.method}-{stage.name}-")
+        ]
         if not match:
-            raise ConfigError(f"stage {stage.name!r} source {source!r} is neither a file nor a "
-                              f"run id with a cached '{stage.name}' stage in {tracker.uri}; "
-                              "pass a .pt path or the id of a run that trained this stage")
+            raise ConfigError(
+                f"stage {stage.name!r} source {source!r} is neither a file nor a "
+                f"run id with a cached '{stage.name}' stage in {tracker.uri}; "
+                "pass a .pt path or the id of a run that trained this stage"
+            )
         return Path(tracker.client.download_artifacts(source, match[0], tempfile.mkdtemp()))
 
-    def _test(self, method: Method, tracker: Tracker, ckpt_dir: Path
-              ) -> tuple[dict[str, float], dict[str, dict[str, dict[int, float]]]]:
+    def _test(
+        self, method: Method, tracker: Tracker, ckpt_dir: Path
+    ) -> tuple[dict[str, float], dict[str, dict[str, dict[int, float]]]]:
         best = ckpt_dir / "best.pt"
         if best.is_file():
             method.load_state_dict(checkpoint.load_file(best, self.runtime.device)["method"])
-        scores, preds = evaluate(method, self.cache, self.p.split.test, self.p.class_map,
-                                 plugins.metrics(), self.runtime.device,
-                                 int(self.config["eval"]["batch_size"]), self.runtime.autocast())
+        scores, preds = evaluate(
+            method,
+            self.cache,
+            self.p.split.test,
+            self.p.class_map,
+            plugins.metrics(),
+            self.runtime.device,
+            int(self.config["eval"]["batch_size"]),
+            self.runtime.autocast(),
+        )
         metrics = summarize(scores, self.p.class_map, "test")
         total = sum(s.iterations for s in method.stages())
         tracker.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)}, total)
@@ -436,12 +536,23 @@ class Engine:
             csv_path = Path(tmp) / "per_case.csv"
             write_per_case_csv(csv_path, scores, self.p.class_map)
             tracker.log_artifact(csv_path)
-            for png in save_overlays(Path(tmp) / "overlays", self.cache, preds, self.p.class_map,
-                                     int(self.config["eval"]["overlays"])):
+            for png in save_overlays(
+                Path(tmp) / "overlays",
+                self.cache,
+                preds,
+                self.p.class_map,
+                int(self.config["eval"]["overlays"]),
+            ):
                 tracker.log_artifact(png, "overlays")
             model_path = Path(tmp) / "model.pt"
-            torch.save({"method": method.state_dict(), "config": self.config,
-                        "class_map": self.p.class_map.to_dict()}, model_path)
+            torch.save(
+                {
+                    "method": method.state_dict(),
+                    "config": self.config,
+                    "class_map": self.p.class_map.to_dict(),
+                },
+                model_path,
+            )
             tracker.log_artifact(model_path, "checkpoint")
         return metrics, scores
 
@@ -464,9 +575,11 @@ def config_lock(config_hash: str) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise ConfigError(f"a run with this config (hash {config_hash}) is in progress in another "
-                          "process on this runs folder; wait for it to finish, or change the "
-                          "seed or a setting") from None
+        raise ConfigError(
+            f"a run with this config (hash {config_hash}) is in progress in another "
+            "process on this runs folder; wait for it to finish, or change the "
+            "seed or a setting"
+        ) from None
     try:
         yield
     finally:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -59,6 +59,22 @@ def setup(train: dict[str, Any], device_name: str, seed: int) -> Runtime:
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return Runtime(device, precision, channels_last, deterministic)
+
+
+@contextmanager
+def torch_settings_kept() -> Iterator[None]:
+    """Threads and determinism as the caller had them once a run is over: a sweep runs its
+    cells in one process, a test suite runs many, and neither should inherit a run's choice."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def seed_everything(seed: int) -> None:

@@ -107,8 +107,13 @@ class Tracker:
             return runs[0].info.run_id, dict(runs[0].data.params)
         return None
 
-    def start(self, run_name: str, tags: dict[str, str], params: dict[str, Any],
-              resume_id: str | None = None) -> str:
+    def start(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        resume_id: str | None = None,
+    ) -> str:
         if resume_id:
             self.run_id = resume_id
             self.client.update_run(resume_id, status="RUNNING")

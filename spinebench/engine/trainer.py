@@ -62,8 +62,9 @@ class TrainState:
     done_stages: list[str] = field(default_factory=list)
 
 
-def build_optimizer(method: Method, stage: Stage, train: dict[str, Any]
-                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def build_optimizer(
+    method: Method, stage: Stage, train: dict[str, Any]
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """SGD or AdamW with a poly schedule over the stage's iterations."""
     spec = stage.optimizer
     name = spec.name or train["optimizer"]
@@ -75,15 +76,17 @@ def build_optimizer(method: Method, stage: Stage, train: dict[str, Any]
     if not params:
         raise ConfigError(f"stage {stage.name!r} has no trainable parameters")
     if name == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum,
-                                                     weight_decay=wd)
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=wd
+        )
     elif name == "adamw":
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     else:
         raise ConfigError(f"optimizer {name!r} is unknown; use sgd or adamw")
     total = max(stage.iterations, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: (1 - min(it, total - 1) / total)
-                                              ** power)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda it: (1 - min(it, total - 1) / total) ** power
+    )
     return opt, sched
 
 
@@ -102,8 +105,13 @@ class StageContext:
     global_step_offset: int = 0
 
 
-def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext,
-              resume: dict[str, Any] | None) -> None:
+def run_stage(
+    method: Method,
+    stage: Stage,
+    state: TrainState,
+    ctx: StageContext,
+    resume: dict[str, Any] | None,
+) -> None:
     """Train ``stage`` from ``state.iteration`` to its budget.
 
     ``resume``: a checkpoint written inside this stage; its model, optimiser, schedule and
@@ -141,8 +149,11 @@ def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext
         loss = out.losses["loss"]
         finite = not check_every_step or bool(torch.isfinite(loss))
         if not finite and not train["skip_nonfinite"]:
-            bad = [k for k, v in out.losses.items()
-                   if k != "loss" and not bool(torch.isfinite(v).all())]
+            bad = [
+                k
+                for k, v in out.losses.items()
+                if k != "loss" and not bool(torch.isfinite(v).all())
+            ]
             raise NonFiniteLossError(
                 f"non-finite loss in stage {stage.name!r} at iteration {it} "
                 f"(terms: {', '.join(bad) or 'loss'}); lower train.lr or set "
@@ -172,7 +183,8 @@ def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext
             if not check_every_step and not math.isfinite(values.get(stage.prefix + "loss", 0)):
                 raise NonFiniteLossError(
                     f"non-finite loss in stage {stage.name!r} before iteration {it}; lower "
-                    "train.lr or set train.skip_nonfinite=true")
+                    "train.lr or set train.skip_nonfinite=true"
+                )
             values[f"{stage.prefix}lr"] = opt.param_groups[0]["lr"]
             values.update(perf.summary(stage.prefix.replace("/", "") or stage.name))
             ctx.log(values, ctx.global_step_offset + it)
@@ -190,14 +202,22 @@ def run_stage(method: Method, stage: Stage, state: TrainState, ctx: StageContext
         if it % ckpt_every == 0 or ctx.stop.signal is not None:
             save_checkpoint(method, state, opt, sched, ctx.streams, ctx.checkpoint_dir)
         if ctx.stop.signal is not None:
-            raise Interrupted(f"stopped by signal {ctx.stop.signal} in stage {stage.name!r} at "
-                              f"iteration {it}; the checkpoint is saved: rerun the same command "
-                              "to resume")
+            raise Interrupted(
+                f"stopped by signal {ctx.stop.signal} in stage {stage.name!r} at "
+                f"iteration {it}; the checkpoint is saved: rerun the same command "
+                "to resume"
+            )
     ctx.progress.finish(stage)
 
 
-def save_checkpoint(method: Method, state: TrainState, opt: torch.optim.Optimizer | None,
-                    sched: Any, streams: TrainStreams, folder: Path) -> None:
+def save_checkpoint(
+    method: Method,
+    state: TrainState,
+    opt: torch.optim.Optimizer | None,
+    sched: Any,
+    streams: TrainStreams,
+    folder: Path,
+) -> None:
     """Everything needed to continue exactly here; at a stage boundary there is no optimiser."""
     checkpoint.save(
         {

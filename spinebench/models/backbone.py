@@ -38,8 +38,9 @@ class UpBlock(nn.Module):
         self.block = ConvBlock(cskip * 2, cout, 0.0)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(self.reduce(x), size=skip.shape[-2:], mode="bilinear",
-                          align_corners=False)
+        x = F.interpolate(
+            self.reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False
+        )
         return self.block(torch.cat([skip, x], dim=1))
 
 
@@ -50,8 +51,7 @@ class Decoder(nn.Module):
         super().__init__()
         rev = channels[::-1]
         self.ups = nn.ModuleList(
-            UpBlock(rev[i], rev[i + 1], rev[i + 1])
-            for i in range(len(rev) - 1)
+            UpBlock(rev[i], rev[i + 1], rev[i + 1]) for i in range(len(rev) - 1)
         )
         self.head = nn.Conv2d(channels[0], num_classes, 3, padding=1)
 
@@ -74,8 +74,9 @@ class SegmentationNet(nn.Module):
         """Feature pyramid, finest first."""
         raise NotImplementedError
 
-    def decode(self, features: list[torch.Tensor], size: tuple[int, int] | None = None
-               ) -> torch.Tensor:
+    def decode(
+        self, features: list[torch.Tensor], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """Logits at the finest feature's resolution, or resized to ``size`` when given."""
         logits = self.decoder(features)
         if size is None or tuple(logits.shape[-2:]) == tuple(size):
@@ -85,8 +86,9 @@ class SegmentationNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), size=(x.shape[-2], x.shape[-1]))
 
-    def forward_feature_dropout(self, x: torch.Tensor, p: float
-                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_feature_dropout(
+        self, x: torch.Tensor, p: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean and feature-perturbed logits from one encoder pass.
 
         Every encoder feature map is concatenated with a ``Dropout2d(p)`` copy of itself, so both
@@ -103,8 +105,9 @@ class SegmentationNet(nn.Module):
 class UNet(SegmentationNet):
     """Encoder/decoder UNet; the decoder's output already has the input's size."""
 
-    def __init__(self, in_channels: int, num_classes: int, channels: list[int],
-                 dropout: list[float]) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, channels: list[int], dropout: list[float]
+    ) -> None:
         super().__init__()
         if len(channels) != len(dropout):
             raise ValueError("model.channels and model.dropout need the same length")
@@ -129,21 +132,24 @@ class TimmUNet(SegmentationNet):
         super().__init__()
         import timm
 
-        self.encoder = timm.create_model(encoder, features_only=True, pretrained=False,
-                                         in_chans=in_channels)
+        self.encoder = timm.create_model(
+            encoder, features_only=True, pretrained=False, in_chans=in_channels
+        )
         self.decoder = Decoder(list(self.encoder.feature_info.channels()), num_classes)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.encoder(x))
 
 
-def build_backbone(model_config: dict[str, Any], in_channels: int, num_classes: int
-                   ) -> SegmentationNet:
+def build_backbone(
+    model_config: dict[str, Any], in_channels: int, num_classes: int
+) -> SegmentationNet:
     """The configured backbone (``model.*``); every method calls this, none builds its own."""
     kind = model_config["backbone"]
     if kind == "unet":
-        return UNet(in_channels, num_classes, list(model_config["channels"]),
-                    list(model_config["dropout"]))
+        return UNet(
+            in_channels, num_classes, list(model_config["channels"]), list(model_config["dropout"])
+        )
     if kind == "timm":
         return TimmUNet(model_config["timm_encoder"], in_channels, num_classes)
     from spinebench.errors import ConfigError

@@ -148,10 +148,25 @@ def build_clipseg(
             use_complex_transposed_convolution=patch == 16,
         )
         model = CLIPSegForImageSegmentation(config)
+        _reset_decoder_projections(model)
     patch = model.config.vision_config.patch_size
     if image_size % patch:
         raise ValueError(f"image_size {image_size} must be a multiple of the patch size {patch}")
     return model
+
+
+def _reset_decoder_projections(model: CLIPSegForImageSegmentation) -> None:
+    """PyTorch's default init for the decoder's FiLM, reduce and transposed-convolution layers.
+
+    transformers initialises them with std ``initializer_factor`` (1.0), which pretrained
+    weights overwrite; a random model would start with logits of std ~6, whose saturated
+    sigmoids barely train.
+    """
+    decoder = model.decoder
+    layers = [decoder.film_mul, decoder.film_add, *decoder.reduces]
+    for module in [*layers, *decoder.transposed_convolution.modules()]:
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            module.reset_parameters()
 
 
 def build_clip(
