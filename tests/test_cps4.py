@@ -154,7 +154,8 @@ def test_stages_budgets_prefixes_and_cache_key():
     assert (pretrain.name, pretrain.iterations, pretrain.prefix) == ("pretrain", 7, "pretrain/")
     assert not pretrain.segments and not pretrain.unlabeled and pretrain.load_from is None
     assert pretrain.optimizer.name == "adamw" and pretrain.optimizer.lr == 1e-3
-    assert (ssl.name, ssl.prefix, ssl.iterations) == ("ssl", "ssl/", 1500)
+    budget = method.ctx.config["train"]["iterations"]
+    assert (ssl.name, ssl.prefix, ssl.iterations) == ("ssl", "ssl/", budget)
     assert ssl.unlabeled and ssl.segments and ssl.cache_key is None
     assert (
         pretrain.cache_key != _method(pretrain_iterations=7, token_loss=False).stages()[0].cache_key
