@@ -22,7 +22,7 @@ from spinebench.builtin.readers import (
     spine_class,
 )
 from spinebench.data.classmap import ClassMap
-from spinebench.data.dataset import CaseRef
+from spinebench.data.dataset import CaseRef, inside
 from spinebench.errors import DataError
 from spinebench.hookspecs import hookimpl
 
@@ -120,8 +120,8 @@ class NnUNetDataset(RemappedDataset):
                 raise DataError(
                     f"{self.meta_path}: training entry {entry!r} needs 'image' and 'label'"
                 )
-            image = self.root / entry["image"]
-            label = self.root / entry["label"]
+            image = inside(self.root, entry["image"])
+            label = inside(self.root, entry["label"])
             ending = next((e for e in NIFTI_ENDINGS if image.name.endswith(e)), image.suffix)
             channel0 = image.with_name(image.name[: -len(ending)] + CHANNEL + ending)
             if not image.is_file() and channel0.is_file():
