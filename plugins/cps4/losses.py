@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
+from spinebench_clipseg.loss import BinaryMapLoss
 from torch import nn
 
 from spinebench.losses import SupervisedLoss
@@ -36,26 +36,6 @@ def token_attention_loss(similarity: torch.Tensor, targets: torch.Tensor) -> tor
     return (kl * present).sum() / present.sum().clamp_min(1)
 
 
-class BinaryMapLoss(nn.Module):
-    """0.5 x (BCE + soft Dice) of K independent sigmoid maps against binary class masks.
-
-    The Dice is configured as :class:`spinebench.losses.SupervisedLoss`'s (squared denominators,
-    pooled over the batch, smooth 1e-5), on sigmoids instead of a softmax: every channel is a
-    foreground class, there is no background channel.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dice = DiceLoss(
-            sigmoid=True, squared_pred=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5
-        )
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits, targets = logits.float(), targets.float()
-        bce = F.binary_cross_entropy_with_logits(logits, targets)
-        return 0.5 * (bce + self.dice(logits, targets))
-
-
 class PixelAttentionLoss(nn.Module):
     """The patch similarities, upsampled to full resolution, must reproduce the label map.
 
@@ -64,7 +44,8 @@ class PixelAttentionLoss(nn.Module):
     every pixel, trained with the supervised 0.5 x (CE + Dice) against the multi-class label: a
     pixel of L3 that also scores high for L4 is penalised, which is the class-specific
     consistency constraint. Without it every class is an independent sigmoid ``sigmoid(z_k)``
-    against its own binary mask (:class:`BinaryMapLoss`), so neighbouring levels never compete.
+    trained with 0.5 x (BCE + Dice) against its own binary mask (the clipseg baseline's binary
+    loss at the supervised loss's scale), so neighbouring levels never compete.
     """
 
     def __init__(self, class_softmax: bool) -> None:
@@ -82,4 +63,5 @@ class PixelAttentionLoss(nn.Module):
         scores = scores - background
         if self.class_softmax:
             return self.multi_class(F.pad(scores, (0, 0, 0, 0, 1, 0)), labels)
-        return self.binary(scores, binary_targets(labels, scores.shape[1]))
+        bce, dice = self.binary(scores, binary_targets(labels, scores.shape[1]))
+        return 0.5 * (bce + dice)

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from spinebench_cps4.losses import BinaryMapLoss, PixelAttentionLoss, token_attention_loss
+from spinebench_clipseg.loss import BinaryMapLoss, binary_dice
+from spinebench_cps4.losses import PixelAttentionLoss, token_attention_loss
 from spinebench_cps4.pseudo import PSEUDO_LABEL_RULES, combine
 from spinebench_cps4.vlm import ClassPromptVLM
 from spinebench_mean_teacher.method import MeanTeacher
@@ -81,7 +82,7 @@ class CPS4(Method):
         "pretrained": None,
         "allow_download": False,
         "template": DEFAULT_TEMPLATE,
-        "pretrain_iterations": 200,
+        "pretrain_iterations": 500,
         "pretrain_lr": 1e-3,
         "token_loss": True,
         "pixel_loss": True,
@@ -206,7 +207,8 @@ class CPS4(Method):
         token, pixel = o["token_loss"], o["pixel_loss"]
         logits, similarity = self.vlm(batch.image, similarity=token or pixel)
         targets = binary_targets(batch.label, logits.shape[1])
-        seg = self.binary_loss(logits, targets)
+        bce, dice = self.binary_loss(logits, targets)
+        seg = bce + dice  # the clipseg baseline's loss
         losses = {"seg": seg}
         total = o["w_seg"] * seg
         if token:
@@ -277,17 +279,12 @@ class CPS4(Method):
     ) -> dict[str, float]:
         """Per-class binary Dice of the VLM's maps, and the Dice of their fused label map.
 
-        Pooled over the batch; a class absent from both prediction and truth in a batch scores
-        1 in its own entry and is left out of the ``binary_dice`` mean.
+        As the clipseg baseline's diagnostic: pooled over the batch, and a class absent from
+        both prediction and truth scores 1 (the map rightly found nothing).
         """
         logits = self.vlm.binary_logits(images).float()
-        predicted = logits > 0
-        truth = binary_targets(labels, logits.shape[1]).bool()
-        inter = (predicted & truth).sum((0, 2, 3)).float()
-        total = (predicted.sum((0, 2, 3)) + truth.sum((0, 2, 3))).float()
-        dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), 1.0)
-        scored = total > 0
-        out = {"binary_dice": float(dice[scored].mean()) if bool(scored.any()) else 1.0}
+        dice = binary_dice(logits, binary_targets(labels, logits.shape[1]))
+        out = {"binary_dice": float(dice.mean())}
         out |= {
             f"binary_dice/{c.name}": float(d)
             for c, d in zip(self.ctx.class_map.classes, dice, strict=True)
