@@ -294,7 +294,9 @@ def test_a_failed_cell_is_recorded_and_the_sweep_goes_on(isolated_env: Path):
         labeled=(0.5,),
         variants=(Variant("stable", ("train.lr=0.01",)),),
     )  # the plain cell diverges and fails first; the variant after it still runs
-    template = RunRequest(method="", labeled=0.0, overrides=[*TINY[1::2], "train.lr=.nan"])
+    # SGD accepts a NaN learning rate and diverges in training (AdamW refuses it up front)
+    nan_lr = [*TINY[1::2], "train.optimizer=sgd", "train.lr=.nan"]
+    template = RunRequest(method="", labeled=0.0, overrides=nan_lr)
     assert sweep_and_report(grid, template) == 1
     client = MlflowClient(f"sqlite:///{isolated_env / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
