@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,14 @@ class Bench:
         )
 
     def run_engine_stage(
-        self, method: Method, stage: Stage, streams: TrainStreams, folder: Path
+        self,
+        method: Method,
+        stage: Stage,
+        streams: TrainStreams,
+        folder: Path,
+        log: Callable[[dict[str, float], int], None] = lambda values, step: None,
     ) -> None:
-        """The engine's own stage loop, with logging and validation discarded."""
+        """The engine's own stage loop, without validation; logged values go to ``log``."""
         quiet = Console(quiet=True)
         with StopFlag() as stop, StageProgress(quiet) as progress:
             ctx = StageContext(
@@ -60,7 +66,7 @@ class Bench:
                 self.runtime,
                 self.config["train"],
                 folder,
-                lambda values, step: None,
+                log,
                 lambda s: {},
                 progress,
                 stop,

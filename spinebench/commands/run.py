@@ -31,6 +31,8 @@ def results_table(result: RunResult) -> Table:
 def run_and_report(req: RunRequest) -> RunResult:
     console = Console()
     result = execute(req, Console(stderr=True))
+    if result.rank:  # rank 0 of a torchrun job reports
+        return result
     console.print(results_table(result))
     uri = result.info.tracking_uri
     console.print(

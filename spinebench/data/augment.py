@@ -13,16 +13,27 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+Shard = tuple[int, int]
+"""(index, count): this batch is part ``index`` of ``count`` equal parts of a global batch."""
+
+
+def _uniform(b: int, k: int, generator: torch.Generator, shard: Shard) -> torch.Tensor:
+    """Random draws for the whole global batch, of which this part keeps its own rows: a
+    distributed run then augments each slice exactly as one process would."""
+    index, count = shard
+    return torch.rand(b * count, k, generator=generator)[index * b : (index + 1) * b]
+
 
 def random_affine(
     image: torch.Tensor,
     label: torch.Tensor,
     cfg: dict[str, Any],
     generator: torch.Generator,
+    shard: Shard = (0, 1),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate, scale and shift a batch [B,1,H,W] with its labels [B,H,W] by random amounts."""
     b = image.shape[0]
-    u = torch.rand(b, 4, generator=generator)
+    u = _uniform(b, 4, generator, shard)
     angle = (u[:, 0] * 2 - 1) * math.radians(cfg["rotate_degrees"])
     lo, hi = cfg["scale"]
     scale = lo + u[:, 1] * (hi - lo)
@@ -40,7 +51,7 @@ def random_affine(
 
 
 def strong_view(
-    image: torch.Tensor, cfg: dict[str, Any], generator: torch.Generator
+    image: torch.Tensor, cfg: dict[str, Any], generator: torch.Generator, shard: Shard = (0, 1)
 ) -> torch.Tensor:
     """Brightness/contrast jitter (p=jitter_p) and Gaussian blur (p=blur_p), per image."""
     b = image.shape[0]
@@ -48,7 +59,7 @@ def strong_view(
     lo = flat.min(1).values.view(b, 1, 1, 1)
     hi = flat.max(1).values.view(b, 1, 1, 1)
     unit = (image - lo) / (hi - lo).clamp_min(1e-6)
-    u = torch.rand(b, 5, generator=generator)
+    u = _uniform(b, 5, generator, shard)
     j = cfg["jitter"]
     apply = (u[:, 0] < cfg["jitter_p"]).float()
     bright = 1 + apply * (u[:, 1] * 2 - 1) * j

@@ -15,7 +15,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from spinebench.data.dataset import Dataset
 from spinebench.data.slices import SliceCache, build_or_load
 from spinebench.data.splits import Split, check_fraction, make_split
 from spinebench.data.streams import TrainStreams
-from spinebench.engine import checkpoint
+from spinebench.engine import checkpoint, distributed
+from spinebench.engine.distributed import SINGLE, Distributed
 from spinebench.engine.evaluate import (
     evaluate,
     save_overlays,
@@ -56,7 +57,13 @@ from spinebench.engine.runtime import (
     stage_seed,
     torch_settings_kept,
 )
-from spinebench.engine.tracking import TAG, Tracker, experiment_name, resolve_uri
+from spinebench.engine.tracking import (
+    TAG,
+    NullTracker,
+    Tracker,
+    experiment_name,
+    resolve_uri,
+)
 from spinebench.engine.trainer import (
     Interrupted,
     StageContext,
@@ -135,6 +142,7 @@ class RunResult:
     metrics: dict[str, float]
     per_case: dict[str, dict[str, dict[int, float]]]
     resumed: bool
+    rank: int = 0  # a torchrun rank other than 0 has trained only: no metrics to report
 
 
 def prepare(req: RunRequest) -> Prepared:
@@ -221,19 +229,25 @@ def _plugin_of(method: str) -> str:
 
 
 class Engine:
-    """Runs one prepared request end to end (rank 0 of a single process)."""
+    """Runs one prepared request end to end: alone, or as one rank of a ``torchrun`` job
+    (rank 0 tracks, checkpoints, validates and tests; the others only train)."""
 
     def __init__(
-        self, prepared: Prepared, console: Console | None = None, tracker: Tracker | None = None
+        self,
+        prepared: Prepared,
+        console: Console | None = None,
+        tracker: Tracker | None = None,
+        dist: Distributed = SINGLE,
     ) -> None:
         self.p = prepared
-        self.console = console or Console(stderr=True)
+        self.dist = dist
+        self.console = console or Console(stderr=True, quiet=not dist.main)
         self.config = prepared.config
         self.tracker = tracker
 
     # -- data and model ---------------------------------------------------------------------
     def _setup(self) -> tuple[Runtime, SliceCache, Method]:
-        runtime = setup(self.config["train"], self.p.request.device, self.p.request.seed)
+        runtime = setup(self.config["train"], self.p.request.device, self.p.request.seed, self.dist)
         t0 = time.perf_counter()
         cache = build_or_load(self.p.request.dataset, self.p.dataset, self.config)
         self.cache_seconds = time.perf_counter() - t0
@@ -243,12 +257,20 @@ class Engine:
             options=dict(self.config["method"]),
             config=self.config,
         )
-        method = self.p.method_cls(ctx).to(runtime.device)
+        method = self.p.method_cls(ctx)
+        if self.config["train"]["compile"]:  # in place, so state-dict keys stay the same
+            for module in method.children():
+                module.compile()
+        if self.dist.enabled and runtime.device.type == "cuda":  # BatchNorm over the global batch
+            method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        method = method.to(runtime.device)
         if runtime.channels_last:
             method = method.to(memory_format=torch.channels_last)
+        self.dist.sync_module(method)
         return runtime, cache, method
 
     def _validate(self, method: Method, stage: Stage) -> dict[str, float]:
+        """Scores on the val split (rank 0 only: the others wait at the next step)."""
         metric_fns = plugins.metrics()
         if stage.segments:
             scores, _ = evaluate(
@@ -305,15 +327,21 @@ class Engine:
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> RunResult:
         req = self.p.request
-        tracker = self.tracker or connect(req)  # unreachable store -> error before any training
-        with config_lock(self.p.config_hash), torch_settings_kept():
+        if self.dist.main:  # an unreachable store is an error before any training
+            tracker = self.tracker or connect(req)
+            lock: Any = config_lock(self.p.config_hash)
+        else:
+            tracker, lock = NullTracker(resolve_uri(req.tracking_uri)), nullcontext()
+        with lock, torch_settings_kept():
             return self._run(tracker)
 
-    def _run(self, tracker: Tracker) -> RunResult:
-        req, cfg = self.p.request, self.config
+    def _run(self, tracker: Tracker | NullTracker) -> RunResult:
+        req, cfg, main = self.p.request, self.config, self.dist.main
         uri, exp = tracker.uri, experiment_name(req.dataset, req.experiment)
         run_name = f"{req.method}-l{req.labeled:g}-s{req.seed}"
-        resume_id = self._resume_target(tracker, run_name)
+        resume_id = self.dist.broadcast(
+            self._resume_target(tracker, run_name) if main else None  # type: ignore[arg-type]
+        )
         self.runtime, self.cache, method = self._setup()
         info = RunInfo(
             req.method,
@@ -329,8 +357,10 @@ class Engine:
         )
         checkpoints = runs_dir() / "checkpoints"
         ckpt = None
-        if resume_id:
-            ckpt = checkpoint.load_latest(checkpoints / resume_id, self.runtime.device)
+        if resume_id and main:  # read by rank 0 and sent: other nodes need no shared folder
+            where = "cpu" if self.dist.enabled else self.runtime.device
+            ckpt = checkpoint.load_latest(checkpoints / resume_id, where)
+        ckpt = self.dist.broadcast(ckpt)
         streams = self._streams(ckpt["state"]["stage_index"] if ckpt else 0)
         state = restore(method, ckpt, streams) if ckpt else TrainState()
         tags = {
@@ -347,7 +377,7 @@ class Engine:
         sha = _git_sha()
         if sha:
             tags["mlflow.source.git.commit"] = sha
-        info.run_id = tracker.start(run_name, tags, cfg, resume_id=resume_id)
+        info.run_id = self.dist.broadcast(tracker.start(run_name, tags, cfg, resume_id=resume_id))
         tracker.set_tag(f"{TAG}data_cache", "built" if self.cache.built_now else "reused")
         ckpt_dir = checkpoints / info.run_id
         self.console.print(f"[bold]spinebench[/] {short_summary(cfg)}")
@@ -367,8 +397,11 @@ class Engine:
         try:
             if ckpt is None:  # a run killed before its first checkpoint logs them again
                 self._log_start_artifacts(tracker)
-            plugins.get_plugin_manager().hook.spinebench_run_started(run=info)
+            if main:
+                plugins.get_plugin_manager().hook.spinebench_run_started(run=info)
             self._train(method, state, streams, tracker, ckpt_dir, ckpt)
+            if not main:
+                return RunResult(info, {}, {}, ckpt is not None, self.dist.rank)
             metrics, per_case = self._test(method, tracker, ckpt_dir)
             plugins.get_plugin_manager().hook.spinebench_run_finished(run=info, results=metrics)
         except (Interrupted, KeyboardInterrupt) as exc:
@@ -420,14 +453,16 @@ class Engine:
 
     def _streams(self, stage_index: int) -> TrainStreams:
         seed = stage_seed(self.p.request.seed, stage_index)
-        return TrainStreams(self.cache, self.p.split, self.config, seed, self.runtime.device)
+        return TrainStreams(
+            self.cache, self.p.split, self.config, seed, self.runtime.device, self.dist.shard
+        )
 
     def _train(
         self,
         method: Method,
         state: TrainState,
         streams: TrainStreams,
-        tracker: Tracker,
+        tracker: Tracker | NullTracker,
         ckpt_dir: Path,
         ckpt: dict[str, Any] | None,
     ) -> None:
@@ -448,10 +483,12 @@ class Engine:
                 if state.iteration == 0 and self._load_stage(method, stage, cache_path, tracker):
                     pass
                 elif state.iteration == 0 and stage.load_from:
-                    path = self._stage_source(stage, tracker)
-                    method.load_stage_state_dict(
-                        stage, checkpoint.load_file(path, self.runtime.device)
-                    )
+                    if self.dist.main:  # sent to the other ranks by sync_module
+                        path = self._stage_source(stage, tracker)  # type: ignore[arg-type]
+                        method.load_stage_state_dict(
+                            stage, checkpoint.load_file(path, self.runtime.device)
+                        )
+                    self.dist.sync_module(method)
                     tracker.set_tag(f"{TAG}stage_source.{stage.name}", stage.load_from)
                     self.console.print(f"stage {stage.name}: loaded from {stage.load_from}")
                 else:
@@ -465,9 +502,10 @@ class Engine:
                         progress,
                         stop,
                         offset,
+                        self.dist,
                     )
                     run_stage(method, stage, state, ctx, resume)
-                    if cache_path is not None:
+                    if cache_path is not None and self.dist.main:
                         checkpoint.save(
                             method.stage_state_dict(stage), cache_path.parent, cache_path.stem
                         )
@@ -476,16 +514,26 @@ class Engine:
                 offset += stage.iterations
                 state.stage_index, state.iteration = index + 1, 0
                 state.done_stages.append(stage.name)
-                save_checkpoint(method, state, None, None, streams, ckpt_dir)
+                if self.dist.main:
+                    save_checkpoint(method, state, None, None, streams, ckpt_dir)
         if state.skipped_steps:
             tracker.log_metrics({"train/skipped_nonfinite_steps": state.skipped_steps}, offset)
 
     def _load_stage(
-        self, method: Method, stage: Stage, cache_path: Path | None, tracker: Tracker
+        self,
+        method: Method,
+        stage: Stage,
+        cache_path: Path | None,
+        tracker: Tracker | NullTracker,
     ) -> bool:
-        if cache_path is None or not cache_path.is_file():
+        """Load a cached stage (rank 0 reads it, the others receive it)."""
+        hit = self.dist.broadcast(cache_path is not None and cache_path.is_file())
+        if not hit:
             return False
-        method.load_stage_state_dict(stage, checkpoint.load_file(cache_path, self.runtime.device))
+        if self.dist.main:
+            state = checkpoint.load_file(cache_path, self.runtime.device)  # type: ignore[arg-type]
+            method.load_stage_state_dict(stage, state)
+        self.dist.sync_module(method)
         tracker.set_tag(f"{TAG}stage_cache.{stage.name}", "hit")
         self.console.print(f"stage {stage.name}: loaded from cache {cache_path.name}")
         return True
@@ -588,7 +636,14 @@ def config_lock(config_hash: str) -> Iterator[None]:
 
 def execute(req: RunRequest, console: Console | None = None) -> RunResult:
     """Validate, reach the tracking store, then build data and run: a store that is down fails
-    before any cache is built or anything trained."""
+    before any cache is built or anything trained. Started by ``torchrun``, it is one rank of
+    a data-parallel run."""
     resolved = resolve_request(req)
-    tracker = connect(req)
-    return Engine(load_data(resolved), console, tracker).run()
+    dist = distributed.from_environment(pick_device(req.device).type)
+    try:
+        tracker = connect(req) if dist.main else None
+        if not dist.main:
+            console = Console(stderr=True, quiet=True)
+        return Engine(load_data(resolved), console, tracker, dist).run()
+    finally:
+        dist.close()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from spinebench.engine.distributed import SINGLE, Distributed
 from spinebench.errors import ConfigError
 
 
@@ -39,11 +40,19 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def setup(train: dict[str, Any], device_name: str, seed: int) -> Runtime:
-    """Apply threads, seeds and determinism; resolve ``auto`` settings for the device."""
+def setup(
+    train: dict[str, Any], device_name: str, seed: int, dist: Distributed = SINGLE
+) -> Runtime:
+    """Apply threads, seeds and determinism; resolve ``auto`` settings for the device.
+
+    Under ``torchrun`` each process takes its local rank's GPU, or its share of the CPU cores.
+    """
     device = pick_device(device_name)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
     if device.type == "cpu":
-        torch.set_num_threads(int(train["threads"]) or os.cpu_count() or 1)
+        cores = max(1, (os.cpu_count() or 1) // dist.local_world)
+        torch.set_num_threads(int(train["threads"]) or cores)
     precision = train["precision"]  # one of config.CHOICES["train.precision"]
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"

@@ -186,3 +186,26 @@ def _fail_fast_http() -> Iterator[None]:
 def _safe(name: str) -> str:
     """MLflow metric names allow ``/`` but not every character; class names may have spaces."""
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+
+
+class NullTracker:
+    """What ranks other than 0 of a distributed run track: nothing (rank 0 tracks the run)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.run_id: str | None = None
+
+    def start(self, run_name: str, tags: dict[str, str], params: dict[str, Any], **_: Any) -> str:
+        return ""
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def set_tag(self, key: str, value: str) -> None:
+        pass
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        pass
+
+    def end(self, status: str, error: str | None = None) -> None:
+        pass

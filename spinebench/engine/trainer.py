@@ -16,6 +16,7 @@ import torch
 
 from spinebench.data.streams import TrainStreams
 from spinebench.engine import checkpoint
+from spinebench.engine.distributed import SINGLE, Distributed
 from spinebench.engine.perf import PerfMeter
 from spinebench.engine.runtime import Runtime, rng_state, set_rng_state
 from spinebench.errors import ConfigError, NonFiniteLossError, SpinebenchError
@@ -103,6 +104,7 @@ class StageContext:
     progress: Any  # spinebench.engine.progress.StageProgress
     stop: StopFlag
     global_step_offset: int = 0
+    dist: Distributed = SINGLE
 
 
 def run_stage(
@@ -117,9 +119,10 @@ def run_stage(
     ``resume``: a checkpoint written inside this stage; its model, optimiser, schedule and
     random state replace the fresh ones, so the run goes on exactly as if never stopped.
     """
-    train = ctx.train
+    train, dist = ctx.train, ctx.dist
     method.on_stage_start(stage)
     opt, sched = build_optimizer(method, stage, train)
+    params = [p for group in opt.param_groups for p in group["params"]]
     if resume is not None:  # undo whatever on_stage_start changed, exactly
         method.load_state_dict(resume["method"])
         opt.load_state_dict(resume["optimizer"])
@@ -147,7 +150,7 @@ def run_stage(
         with autocast():
             out = method.training_step(stage, batch, step)
         loss = out.losses["loss"]
-        finite = not check_every_step or bool(torch.isfinite(loss))
+        finite = not check_every_step or not dist.any(not bool(torch.isfinite(loss)))
         if not finite and not train["skip_nonfinite"]:
             bad = [
                 k
@@ -162,6 +165,7 @@ def run_stage(
         opt.zero_grad(set_to_none=True)
         if finite:
             loss.backward()
+            dist.average_gradients(params)
             opt.step()
             method.after_optimizer_step(stage, step)
             for k, v in out.losses.items():
@@ -192,20 +196,21 @@ def run_stage(
             sums, count = {}, 0
         else:
             ctx.progress.update(it, None)
-        if it % val_every == 0 or it == stage.iterations:
+        if dist.main and (it % val_every == 0 or it == stage.iterations):
             scores = ctx.validate(stage)
             ctx.log(scores, ctx.global_step_offset + it)
             score = scores.get("val/dice")
             if stage.segments and score is not None and score > state.best_score:
                 state.best_score, state.best_iteration = score, it
                 checkpoint.save({"method": method.state_dict()}, ctx.checkpoint_dir, "best")
-        if it % ckpt_every == 0 or ctx.stop.signal is not None:
+        stopping = dist.any(ctx.stop.signal is not None)  # every rank stops at the same step
+        if dist.main and (it % ckpt_every == 0 or stopping):
             save_checkpoint(method, state, opt, sched, ctx.streams, ctx.checkpoint_dir)
-        if ctx.stop.signal is not None:
+        if stopping:
             raise Interrupted(
-                f"stopped by signal {ctx.stop.signal} in stage {stage.name!r} at "
-                f"iteration {it}; the checkpoint is saved: rerun the same command "
-                "to resume"
+                f"stopped by signal {ctx.stop.signal or 'on another rank'} in stage "
+                f"{stage.name!r} at iteration {it}; the checkpoint is saved: rerun the same "
+                "command to resume"
             )
     ctx.progress.finish(stage)
 

@@ -9,22 +9,27 @@ the encoder features between the two (:meth:`SegmentationNet.forward_feature_dro
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+NORMS = {"batch": nn.BatchNorm2d, "instance": partial(nn.InstanceNorm2d, affine=True)}
+"""Values of ``model.norm``: the sources' BatchNorm, or per-image InstanceNorm (nnU-Net's
+choice; its statistics do not depend on how a batch is split over processes)."""
+
 
 class ConvBlock(nn.Sequential):
-    def __init__(self, cin: int, cout: int, dropout: float) -> None:
+    def __init__(self, cin: int, cout: int, dropout: float, norm: str = "batch") -> None:
         super().__init__(
             nn.Conv2d(cin, cout, 3, padding=1),
-            nn.BatchNorm2d(cout),
+            NORMS[norm](cout),
             nn.LeakyReLU(),
             nn.Dropout(dropout),
             nn.Conv2d(cout, cout, 3, padding=1),
-            nn.BatchNorm2d(cout),
+            NORMS[norm](cout),
             nn.LeakyReLU(),
         )
 
@@ -32,10 +37,10 @@ class ConvBlock(nn.Sequential):
 class UpBlock(nn.Module):
     """1x1 conv, bilinear x2, concatenate the skip, conv block."""
 
-    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+    def __init__(self, cin: int, cskip: int, cout: int, norm: str = "batch") -> None:
         super().__init__()
         self.reduce = nn.Conv2d(cin, cskip, 1)
-        self.block = ConvBlock(cskip * 2, cout, 0.0)
+        self.block = ConvBlock(cskip * 2, cout, 0.0, norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(
@@ -47,11 +52,11 @@ class UpBlock(nn.Module):
 class Decoder(nn.Module):
     """Decodes a feature pyramid (finest first) to class logits at the finest resolution."""
 
-    def __init__(self, channels: list[int], num_classes: int) -> None:
+    def __init__(self, channels: list[int], num_classes: int, norm: str = "batch") -> None:
         super().__init__()
         rev = channels[::-1]
         self.ups = nn.ModuleList(
-            UpBlock(rev[i], rev[i + 1], rev[i + 1]) for i in range(len(rev) - 1)
+            UpBlock(rev[i], rev[i + 1], rev[i + 1], norm) for i in range(len(rev) - 1)
         )
         self.head = nn.Conv2d(channels[0], num_classes, 3, padding=1)
 
@@ -106,16 +111,21 @@ class UNet(SegmentationNet):
     """Encoder/decoder UNet; the decoder's output already has the input's size."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, channels: list[int], dropout: list[float]
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: list[int],
+        dropout: list[float],
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if len(channels) != len(dropout):
             raise ValueError("model.channels and model.dropout need the same length")
         self.encoder = nn.ModuleList(
-            ConvBlock(in_channels if i == 0 else channels[i - 1], c, d)
+            ConvBlock(in_channels if i == 0 else channels[i - 1], c, d, norm)
             for i, (c, d) in enumerate(zip(channels, dropout, strict=True))
         )
-        self.decoder = Decoder(channels, num_classes)
+        self.decoder = Decoder(channels, num_classes, norm)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -148,7 +158,11 @@ def build_backbone(
     kind = model_config["backbone"]
     if kind == "unet":
         return UNet(
-            in_channels, num_classes, list(model_config["channels"]), list(model_config["dropout"])
+            in_channels,
+            num_classes,
+            list(model_config["channels"]),
+            list(model_config["dropout"]),
+            model_config["norm"],
         )
     if kind == "timm":
         return TimmUNet(model_config["timm_encoder"], in_channels, num_classes)
