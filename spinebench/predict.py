@@ -19,7 +19,6 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
 
 from spinebench import plugins
 from spinebench.data.classmap import ClassMap
@@ -31,6 +30,7 @@ from spinebench.data.dataset import (
     voxel_data,
 )
 from spinebench.data.slices import normalise, resize_slices
+from spinebench.engine import checkpoint
 from spinebench.engine.evaluate import predict_slices
 from spinebench.engine.runtime import Runtime, setup
 from spinebench.engine.tracking import resolve_uri
@@ -103,7 +103,7 @@ class Predictor:
     def from_run(cls, run_id: str, tracking_uri: str | None, device: str) -> Predictor:
         with tempfile.TemporaryDirectory() as tmp:
             path = download_model(run_id, resolve_uri(tracking_uri), Path(tmp))
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = checkpoint.load_file(path)  # a damaged file is a one-line error
         return cls.from_state(state, device)
 
     def segment(self, image: np.ndarray, affine: np.ndarray, path: Path) -> np.ndarray:

@@ -128,3 +128,42 @@ def test_a_single_process_needs_no_process_group() -> None:
     p.grad = torch.full((2,), 3.0)
     single.average_gradients([p])
     assert np.allclose(p.grad.numpy(), 3.0)
+
+
+GRADIENT_SCRIPT = """
+import torch
+from spinebench.engine.distributed import from_environment
+
+dist = from_environment("cpu")
+params = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+params[0].grad = torch.full((2,), float(dist.rank + 1))  # every rank: mean 1.5
+if dist.rank == 1:
+    params[1].grad = torch.full((2,), 4.0)  # one rank only: mean 2.0
+dist.average_gradients(params)  # params[2]: no rank has one
+print(params[0].grad.tolist(), params[1].grad.tolist(), params[2].grad)
+dist.close()
+"""
+
+
+def test_gradient_average_counts_missing_as_zero_and_keeps_absent_ones_absent(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "grads.py"
+    script.write_text(GRADIENT_SCRIPT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("[1.5, 1.5] [2.0, 2.0] None") == 2, proc.stdout  # both ranks

@@ -135,13 +135,18 @@ def _build(root: Path, dataset: Dataset, config: dict[str, Any]) -> None:
     if not cases:
         raise DataError(f"no cases found in {dataset.data_dir}; check the folder layout")
     try:
-        images, labels, meta_cases, row = [], [], {}, 0
+        # One case in memory at a time: each is preprocessed into its own file, then copied
+        # into the two memory-mapped arrays, so memory does not grow with the dataset.
+        parts = tmp / "parts"
+        parts.mkdir()
+        meta_cases, row, any_label = {}, 0, False
         for case in cases:
             vol = dataset.load(case)
             _check_labels(vol, n_classes, str(case.label or case.image))
             img, lab = resize_slices(normalise(vol.image, pct), vol.label, size)
-            images.append(img)
-            labels.append(lab)
+            any_label = any_label or bool(lab.any())
+            np.save(parts / f"{case.case_id}.image.npy", img)
+            np.save(parts / f"{case.case_id}.label.npy", lab)
             np.save(tmp / "native" / f"{case.case_id}.npy", vol.label.astype(np.uint8))
             meta_cases[case.case_id] = {
                 "start": row,
@@ -150,10 +155,18 @@ def _build(root: Path, dataset: Dataset, config: dict[str, Any]) -> None:
                 "spacing": list(vol.spacing),
             }
             row += img.shape[0]
-        if not any(lab.any() for lab in labels):
+        if not any_label:
             raise DataError(f"every mask in {dataset.data_dir} is empty; check the label files")
-        np.save(tmp / "images.npy", np.concatenate(images))
-        np.save(tmp / "labels.npy", np.concatenate(labels))
+        for kind in ("image", "label"):
+            first = np.load(parts / f"{cases[0].case_id}.{kind}.npy", mmap_mode="r")
+            out = np.lib.format.open_memmap(
+                tmp / f"{kind}s.npy", mode="w+", dtype=first.dtype, shape=(row, size, size)
+            )
+            for case_id, where in meta_cases.items():
+                out[where["start"] : where["stop"]] = np.load(parts / f"{case_id}.{kind}.npy")
+            out.flush()
+            del out
+        shutil.rmtree(parts)
         meta = {
             "image_size": size,
             "cases": meta_cases,

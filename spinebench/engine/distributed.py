@@ -60,17 +60,21 @@ class Distributed:
         return bool(t.item())
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """Replace each gradient by its mean over ranks (a missing one counts as zero)."""
+        """Replace each gradient by its mean over ranks. A gradient missing on some ranks counts
+        as zero there; one missing on every rank stays missing, so optimisers skip that
+        parameter (no weight decay, no moment update) exactly as in a single process."""
         if not self.enabled or not params:
             return
+        present = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+        dist.all_reduce(present, op=dist.ReduceOp.MAX, group=self.control)  # host side: no sync
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
         flat /= self.world
         start = 0
-        for p, g in zip(params, grads, strict=True):
+        for p, g, anywhere in zip(params, grads, present.tolist(), strict=True):
             n = g.numel()
-            p.grad = flat[start : start + n].view_as(g)
+            p.grad = flat[start : start + n].view_as(g) if anywhere else None
             start += n
 
     def sync_module(self, module: torch.nn.Module) -> None:
