@@ -21,6 +21,7 @@ import torch
 
 from benchmarks.common import bench_env, make_bench
 from spinebench.engine.trainer import build_optimizer
+from spinebench.method import StepInfo
 
 METHODS = "supervised,mean_teacher,unimatch,clipseg,cps4"
 
@@ -62,7 +63,7 @@ def measure(method_name: str, profile: str, device: str, steps: int) -> dict[str
             _sync(dev)
             t0 = time.perf_counter()
         with autocast():
-            out = method.training_step(stage, batch, _step(i, n))
+            out = method.training_step(stage, batch, StepInfo(i, n))
         opt.zero_grad(set_to_none=True)
         out.losses["loss"].backward()
         opt.step()
@@ -80,15 +81,7 @@ def measure(method_name: str, profile: str, device: str, steps: int) -> dict[str
         "data_slices_per_s": n * per_step / data_s,
         "model_slices_per_s": n * per_step / model_s,
         "engine_data_wait_frac": logged[f"perf/{key}/data_wait_frac"],
-        "engine_iter_per_s": logged[f"perf/{key}/iter_per_s"],
-        "slices_per_step": per_step,
     }
-
-
-def _step(i: int, total: int):
-    from spinebench.method import StepInfo
-
-    return StepInfo(i, total)
 
 
 def main() -> None:

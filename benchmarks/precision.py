@@ -30,9 +30,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from mlflow.tracking import MlflowClient
 
 from benchmarks.common import bench_env
 from spinebench.engine.run import RunRequest, RunResult, execute
+from spinebench.engine.tracking import resolve_uri
 from spinebench.models.backbone import UNet
 from spinebench.paths import cache_dir
 
@@ -91,12 +93,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _its(result: RunResult, stage: str) -> float:
+def _its(client: Any, result: RunResult, stage: str) -> float:
     """The engine's iterations/s for ``stage``, the median of its logged windows after the
     first (which holds warm-up and compilation)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(result.info.tracking_uri)
     history = client.get_metric_history(result.info.run_id, f"perf/{stage}/iter_per_s")
     values = [m.value for m in sorted(history, key=lambda m: m.step)]
     return statistics.median(values[1:] or values)
@@ -148,7 +147,7 @@ def main() -> None:
             f"({args.image_size}px, batch {batch // 2}+{batch // 2}, {device})",
             flush=True,
         )
-        rows: list[dict[str, Any]] = []
+        client = MlflowClient(resolve_uri(None))  # where execute() tracks inside bench_env
         for name in names:
             mt = _run(
                 "mean_teacher", [f"train.iterations={args.iterations}", *VARIANTS[name]], args
@@ -164,13 +163,13 @@ def main() -> None:
                 args,
             )
             row = {
-                "variant": name,
-                "mt_its": _its(mt, "train"),
+                "mt_its": _its(client, mt, "train"),
                 "mt_dice": mt.metrics["test/dice"],
-                "vlm_its": _its(cps4, "pretrain"),
-                "vlm_dice": _val_metric(cps4, "val/pretrain/binary_dice"),
+                "vlm_its": _its(client, cps4, "pretrain"),
+                "vlm_dice": client.get_run(cps4.info.run_id).data.metrics[
+                    "val/pretrain/binary_dice"
+                ],
             }
-            rows.append(row)
             print(
                 f"{name:16s} mean_teacher {row['mt_its']:7.2f} it/s "
                 f"({row['mt_its'] / plain:5.2f}x plain fp32), test Dice {row['mt_dice']:.3f} | "
@@ -183,13 +182,6 @@ def main() -> None:
         f"{args.image_size}px, paper-profile batches; Dice after this short budget is for "
         "comparing variants, not a result)"
     )
-
-
-def _val_metric(result: RunResult, key: str) -> float:
-    from mlflow.tracking import MlflowClient
-
-    run = MlflowClient(result.info.tracking_uri).get_run(result.info.run_id)
-    return run.data.metrics[key]
 
 
 if __name__ == "__main__":

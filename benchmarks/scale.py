@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,10 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import make_bench
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+from spinebench.engine.perf import peak_rss_mb
 
 
 def _overrides(cases: int, image_size: int, iterations: int) -> list[str]:
@@ -48,7 +44,7 @@ def child_preprocess(cases: int, image_size: int) -> dict[str, float]:
         "preprocess_s": seconds,
         "slices": int(bench.cache.images.shape[0]),
         "cache_mb": size / 2**20,
-        "preprocess_peak_rss_mb": _peak_rss_mb(),
+        "preprocess_peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -56,13 +52,13 @@ def child_train(cases: int, image_size: int, iterations: int) -> dict[str, float
     bench = make_bench("supervised", _overrides(cases, image_size, iterations), device="cpu")
     method = bench.method()
     stage = method.stages()[-1]
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         bench.run_engine_stage(method, stage, bench.streams(), Path(tmp))
         seconds = time.perf_counter() - t0
     return {
-        "train_peak_rss_mb": _peak_rss_mb(),
+        "train_peak_rss_mb": peak_rss_mb(),
         "rss_before_train_mb": before,
         "train_iter_per_s": iterations / seconds,
     }

@@ -13,6 +13,12 @@ import time
 import torch
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes vs KiB
+
+
 class PerfMeter:
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -36,12 +42,10 @@ class PerfMeter:
     def summary(self, stage: str) -> dict[str, float]:
         """Figures since the last summary, then start a new window."""
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        rss_mb = rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
         out = {
             f"perf/{stage}/iter_per_s": self.steps / elapsed,
             f"perf/{stage}/data_wait_frac": self.data / elapsed,
-            f"perf/{stage}/peak_mem_mb": rss_mb,
+            f"perf/{stage}/peak_mem_mb": peak_rss_mb(),
         }
         if self.device.type == "cuda":
             out[f"perf/{stage}/peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
