@@ -29,7 +29,8 @@ CHOICES: dict[str, tuple[str | bool, ...]] = {
     "train.precision": ("auto", "fp32", "bf16"),
     "train.channels_last": ("auto", True, False),
     "train.deterministic": ("auto", True, False),
-    "model.norm": ("batch", "instance"),
+    "model.norm": ("batch", "instance", "group"),
+    "train.ssl_forward": ("joint", "separate"),
 }
 # Counts, sizes and rates that must be above zero (a zero divides by zero or trains nothing).
 POSITIVE = {

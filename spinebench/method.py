@@ -40,12 +40,16 @@ class Stage:
     method's state after the stage under a hash of this key and the split, and later runs with
     the same key load it and skip the stage. ``load_from``: a stage state file (``.pt``) or the
     id of a tracked run that cached this stage; the engine loads it and skips the stage.
+    ``strong_views``: how many strong views of the unlabeled slices the stage's steps read
+    (``Batch.unlabeled_strong``); the engine draws only those, since each costs a pass of
+    photometric augmentation per step.
     """
 
     name: str
     iterations: int
     prefix: str = "train/"
     unlabeled: bool = False
+    strong_views: int = 2
     segments: bool = True
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     cache_key: dict[str, Any] | None = None
@@ -70,16 +74,16 @@ class Batch:
 
     ``image``/``label``: labeled slices [B,1,H,W] float and [B,H,W] int64 (weakly augmented).
     ``unlabeled_weak``: unlabeled slices under the same kind of weak augmentation.
-    ``unlabeled_strong``: two strong views of the same slices (photometric: contrast, gamma,
-    noise, blur), pixel-aligned with ``unlabeled_weak``. ``unlabeled_truth``: the hidden labels of
-    the unlabeled slices where the dataset has them — for diagnostics only (``pseudo/dice``);
-    a method that trains on it is invalid.
+    ``unlabeled_strong``: ``Stage.strong_views`` strong views of the same slices (photometric:
+    brightness, contrast, blur), pixel-aligned with ``unlabeled_weak``. ``unlabeled_truth``: the
+    hidden labels of the unlabeled slices where the dataset has them — for diagnostics only
+    (``pseudo/dice``); a method that trains on it is invalid.
     """
 
     image: torch.Tensor
     label: torch.Tensor
     unlabeled_weak: torch.Tensor | None = None
-    unlabeled_strong: tuple[torch.Tensor, torch.Tensor] | None = None
+    unlabeled_strong: tuple[torch.Tensor, ...] | None = None
     unlabeled_truth: torch.Tensor | None = None
 
 

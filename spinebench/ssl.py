@@ -18,6 +18,27 @@ from torch import nn
 CONFIDENT_FRACTION = "pseudo/confident_fraction"
 CONSISTENCY_WEIGHT = "pseudo/consistency_weight"
 PSEUDO_DICE = "pseudo/dice"
+#: Class balance of the pseudo labels: a threshold that keeps background and drops foreground
+#: teaches the student background, whatever the labels' Dice says.
+FOREGROUND_FRACTION = "pseudo/foreground_fraction"
+KEPT_FOREGROUND_FRACTION = "pseudo/kept_foreground_fraction"
+KEPT_FRACTION_FOREGROUND = "pseudo/kept_fraction_foreground"
+KEPT_FRACTION_BACKGROUND = "pseudo/kept_fraction_background"
+TRUE_FOREGROUND_FRACTION = "pseudo/true_foreground_fraction"
+
+
+def forward_pair(
+    net: nn.Module, labeled: torch.Tensor, unlabeled: torch.Tensor, joint: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of the labeled and the unlabeled slices.
+
+    ``joint`` (``train.ssl_forward=joint``, SSL4MIS): one forward of both, so BatchNorm
+    normalises them with shared batch statistics; otherwise one forward each.
+    """
+    if joint:
+        logits = net(torch.cat((labeled, unlabeled)))
+        return logits[: labeled.shape[0]], logits[labeled.shape[0] :]
+    return net(labeled), net(unlabeled)
 
 
 @torch.no_grad()
@@ -116,18 +137,43 @@ def pseudo_label_dice(pseudo: torch.Tensor, truth: torch.Tensor, num_classes: in
 
 
 def pseudo_label_diagnostics(
-    probs: torch.Tensor, truth: torch.Tensor | None, threshold: float, weight: float
+    probs: torch.Tensor,
+    truth: torch.Tensor | None,
+    threshold: float,
+    weight: float,
+    keep: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor | float]:
     """What every SSL method logs about its pseudo labels ``probs`` [B, C, H, W].
 
-    The share of pixels whose confidence reaches ``threshold``, the current unlabeled loss
-    weight, and, where the dataset has the unlabeled slices' truth, the pseudo labels' Dice.
+    The share of pixels kept (``keep``, default: confidence reaches ``threshold``), the current
+    unlabeled loss weight, the class balance of all and of the kept pseudo labels (see
+    :func:`class_balance`), and, where the dataset has the unlabeled slices' truth, the pseudo
+    labels' Dice and the truth's foreground share.
     """
     confidence, pseudo = probs.detach().max(1)
+    kept = confidence >= threshold if keep is None else keep
     out: dict[str, torch.Tensor | float] = {
-        CONFIDENT_FRACTION: (confidence >= threshold).float().mean(),
+        CONFIDENT_FRACTION: kept.float().mean(),
         CONSISTENCY_WEIGHT: weight,
+        **class_balance(pseudo, kept),
     }
     if truth is not None:
         out[PSEUDO_DICE] = pseudo_label_dice(pseudo, truth, probs.shape[1])
+        out[TRUE_FOREGROUND_FRACTION] = (truth > 0).float().mean()
     return out
+
+
+def class_balance(labels: torch.Tensor, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Foreground share of the pseudo ``labels`` and of the kept ones, and the kept share of the
+    foreground and of the background pixels (0 where there are none). No device sync."""
+    foreground = labels > 0
+    kept = keep.bool()
+    fg_kept = (foreground & kept).sum().float()
+    n_fg = foreground.sum().float()
+    n_bg = (~foreground).sum().float()
+    return {
+        FOREGROUND_FRACTION: foreground.float().mean(),
+        KEPT_FOREGROUND_FRACTION: fg_kept / kept.sum().clamp_min(1),
+        KEPT_FRACTION_FOREGROUND: fg_kept / n_fg.clamp_min(1),
+        KEPT_FRACTION_BACKGROUND: (~foreground & kept).sum().float() / n_bg.clamp_min(1),
+    }

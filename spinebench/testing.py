@@ -481,7 +481,7 @@ def _train(
             method.on_stage_start(stage)
         method.train()
         for it in range(min(steps, stage.iterations)):
-            batch = streams.next(stage.unlabeled)
+            batch = streams.next(stage.unlabeled, stage.strong_views)
             step = StepInfo(it, stage.iterations)
             with _rule("losses", name):
                 out = method.training_step(stage, batch, step)

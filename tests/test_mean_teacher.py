@@ -262,6 +262,8 @@ def test_cli_run_finishes_tracked_with_pseudo_diagnostics(isolated_env: Path):
         "pseudo/dice",
         "pseudo/confident_fraction",
         "pseudo/consistency_weight",
+        "pseudo/kept_foreground_fraction",
+        "pseudo/kept_fraction_foreground",
         "train/consistency",
         "train/supervised",
         "test/dice",

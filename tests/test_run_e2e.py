@@ -56,6 +56,10 @@ def test_cli_run_is_tracked_with_the_design_layout(isolated_env: Path):
     (run,) = _runs(isolated_env)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "supervised-l0.5-s0"
+    # output captured, so not a terminal: plain progress lines, written while training
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train ")]
+    assert lines[-1].startswith("train 6/6 loss ") and " it/s eta " in lines[-1], proc.stderr
+    assert any(ln.startswith("train 3/6 loss ") for ln in lines), proc.stderr
     m = run.data.metrics
     for key in (
         "test/dice",

@@ -39,12 +39,12 @@ from spinebench.models.backbone import build_backbone
 from spinebench.models.fusion import FUSION_RULES, binary_targets, fused_probabilities
 from spinebench.models.vlm import DEFAULT_CLIPSEG, DEFAULT_TEMPLATE
 from spinebench.ssl import (
-    CONFIDENT_FRACTION,
     PSEUDO_DICE,
     MaskedDice,
     clamped_gaussian_noise,
     consistency_weight,
     ema_update,
+    forward_pair,
     masked_cross_entropy,
     pseudo_label_diagnostics,
     pseudo_label_dice,
@@ -150,6 +150,7 @@ class CPS4(Method):
             iterations=int(config["train"]["iterations"]),
             prefix=f"{SSL}/",
             unlabeled=True,
+            strong_views=1,
         )
         return [pretrain, ssl]
 
@@ -225,11 +226,10 @@ class CPS4(Method):
                 losses={"loss": self.supervised(self.student(batch.image), batch.label)}
             )
         o = self.opts
-        n = batch.image.shape[0]
         weak, strong = batch.unlabeled_weak, batch.unlabeled_strong[0]
-        logits = self.student(torch.cat((batch.image, strong)))
-        supervised = self.supervised(logits[:n], batch.label)
-        student_u = logits[n:]
+        joint = self.ctx.config["train"]["ssl_forward"] == "joint"
+        labeled_logits, student_u = forward_pair(self.student, batch.image, strong, joint)
+        supervised = self.supervised(labeled_logits, batch.label)
         with torch.no_grad():
             noisy = weak + clamped_gaussian_noise(weak, o["noise_std"], o["noise_clip"])
             teacher = self.teacher(noisy).float().softmax(1)
@@ -246,9 +246,12 @@ class CPS4(Method):
         )
         loss = supervised + ramp * (o["w_pseudo"] * pseudo_loss + o["consistency"] * mse)
         diagnostics = pseudo_label_diagnostics(
-            pseudo.probs, batch.unlabeled_truth, o["conf_thresh"], ramp * o["w_pseudo"]
+            pseudo.probs,
+            batch.unlabeled_truth,
+            o["conf_thresh"],
+            ramp * o["w_pseudo"],
+            keep=pseudo.keep,
         )
-        diagnostics[CONFIDENT_FRACTION] = keep.mean()
         truth = batch.unlabeled_truth
         if truth is not None:
             classes = self.ctx.num_classes

@@ -22,6 +22,7 @@ from spinebench.ssl import (
     clamped_gaussian_noise,
     consistency_weight,
     ema_update,
+    forward_pair,
     pseudo_label_diagnostics,
 )
 
@@ -76,7 +77,10 @@ class MeanTeacher(Method):
     def stages(self) -> list[Stage]:
         return [
             Stage(
-                name="train", iterations=int(self.ctx.config["train"]["iterations"]), unlabeled=True
+                name="train",
+                iterations=int(self.ctx.config["train"]["iterations"]),
+                unlabeled=True,
+                strong_views=0,  # the teacher's noise is its only perturbation
             )
         ]
 
@@ -85,11 +89,11 @@ class MeanTeacher(Method):
             return StepOutput(
                 losses={"loss": self.supervised(self.student(batch.image), batch.label)}
             )
-        n = batch.image.shape[0]
         unlabeled = batch.unlabeled_weak
-        logits = self.student(torch.cat((batch.image, unlabeled)))
-        supervised = self.supervised(logits[:n], batch.label)
-        student_probs = logits[n:].float().softmax(1)
+        joint = self.ctx.config["train"]["ssl_forward"] == "joint"
+        labeled_logits, unlabeled_logits = forward_pair(self.student, batch.image, unlabeled, joint)
+        supervised = self.supervised(labeled_logits, batch.label)
+        student_probs = unlabeled_logits.float().softmax(1)
         with torch.no_grad():  # the teacher stays in the student's mode, as in SSL4MIS
             noisy = unlabeled + clamped_gaussian_noise(
                 unlabeled, self.opts["noise_std"], self.opts["noise_clip"]

@@ -66,7 +66,10 @@ class UniMatch(Method):
     def stages(self) -> list[Stage]:
         return [
             Stage(
-                name="train", iterations=int(self.ctx.config["train"]["iterations"]), unlabeled=True
+                name="train",
+                iterations=int(self.ctx.config["train"]["iterations"]),
+                unlabeled=True,
+                strong_views=2,
             )
         ]
 
@@ -100,11 +103,14 @@ class UniMatch(Method):
         strong1 = paste(strong1, strong1[partner], box1)
         strong2 = paste(strong2, strong2[partner], box2)
 
-        clean, perturbed = self.net.forward_feature_dropout(
-            torch.cat((batch.image, weak)), self.opts["fp_dropout"]
-        )
-        pred_lab, pred_weak = clean.split([n_lab, n_unl])
-        pred_fp = perturbed[n_lab:]
+        p = self.opts["fp_dropout"]
+        if self.ctx.config["train"]["ssl_forward"] == "joint":  # unimatch.py 145-147
+            clean, perturbed = self.net.forward_feature_dropout(torch.cat((batch.image, weak)), p)
+            pred_lab, pred_weak = clean.split([n_lab, n_unl])
+            pred_fp = perturbed[n_lab:]
+        else:
+            pred_lab = self.net(batch.image)
+            pred_weak, pred_fp = self.net.forward_feature_dropout(weak, p)
         pred_s1, pred_s2 = self.net(torch.cat((strong1, strong2))).chunk(2)
 
         probs_weak = pred_weak.detach().float().softmax(1)

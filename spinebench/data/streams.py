@@ -87,8 +87,9 @@ class TrainStreams:
         )
         self.aug_generator = torch.Generator().manual_seed(seed * 1000 + 3)
 
-    def next(self, with_unlabeled: bool) -> Batch:
-        """Draw, move to the device and augment one step's batch."""
+    def next(self, with_unlabeled: bool, strong_views: int = 2) -> Batch:
+        """Draw, move to the device and augment one step's batch (with ``strong_views`` strong
+        views of the unlabeled slices)."""
         image, label = self.labeled.draw()
         image, label = self._to_device(image), self._to_device(label)
         image, label = random_affine(image, label, self.aug, self.aug_generator, self.shard)
@@ -100,9 +101,9 @@ class TrainStreams:
                 u_image, u_truth, self.aug, self.aug_generator, self.shard
             )
             batch.unlabeled_weak = u_image
-            batch.unlabeled_strong = (
-                strong_view(u_image, self.aug, self.aug_generator, self.shard),
-                strong_view(u_image, self.aug, self.aug_generator, self.shard),
+            batch.unlabeled_strong = tuple(
+                strong_view(u_image, self.aug, self.aug_generator, self.shard)
+                for _ in range(strong_views)
             )
             batch.unlabeled_truth = u_truth
         return batch

@@ -1,12 +1,20 @@
-"""Rich progress bars, one per stage, with the latest loss and an ETA."""
+"""Training progress: a rich bar per stage on a terminal, plain lines in a log.
+
+rich draws its bar only on a terminal, so a run whose output goes to a file would show nothing
+until its results table; there each stage prints a line at every tenth of its budget and at
+least once a minute (stage, iteration/total, loss, it/s, eta), as Lightning and tqdm do for logs.
+"""
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -14,9 +22,17 @@ from rich.progress import (
 
 from spinebench.method import Stage
 
+#: A plain line at least this often (seconds), besides one per tenth of the stage.
+LINE_EVERY_S = 60.0
+LINES_PER_STAGE = 10
+
 
 class StageProgress:
+    """One progress display per run; ``start`` a stage, ``update`` it, ``finish`` it."""
+
     def __init__(self, console: Console) -> None:
+        self.console = console
+        self.plain = not console.is_terminal and not console.quiet
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -27,9 +43,13 @@ class StageProgress:
             TimeRemainingColumn(),
             console=console,
             transient=False,
-            disable=console.quiet,
+            disable=console.quiet or self.plain,
         )
-        self.task = None
+        self.task: TaskID | None = None
+        self._stage: Stage | None = None
+        self._loss: float | None = None
+        self._t0 = self._last_line = 0.0
+        self._done0 = self._next_tenth = 0
 
     def __enter__(self) -> StageProgress:
         self.progress.start()
@@ -42,12 +62,51 @@ class StageProgress:
         self.task = self.progress.add_task(
             stage.name, total=stage.iterations, completed=done, loss="-"
         )
+        self._stage, self._loss = stage, None
+        self._t0 = self._last_line = time.perf_counter()
+        self._done0 = done
+        self._next_tenth = self._tenth_after(done)
 
     def update(self, iteration: int, loss: float | None) -> None:
-        if loss is None:
-            self.progress.update(self.task, completed=iteration)
-        else:
-            self.progress.update(self.task, completed=iteration, loss=f"{loss:.4f}")
+        if loss is not None:
+            self._loss = loss
+        if self.task is not None:
+            if loss is None:
+                self.progress.update(self.task, completed=iteration)
+            else:
+                self.progress.update(self.task, completed=iteration, loss=f"{loss:.4f}")
+        if self.plain and self._stage is not None:
+            now = time.perf_counter()
+            if iteration >= self._next_tenth or now - self._last_line >= LINE_EVERY_S:
+                self._line(iteration, now)
 
     def finish(self, stage: Stage) -> None:
-        self.progress.update(self.task, completed=stage.iterations)
+        if self.task is not None:
+            self.progress.update(self.task, completed=stage.iterations)
+
+    def _tenth_after(self, iteration: int) -> int:
+        total = self._stage.iterations if self._stage else 1
+        step = max(total // LINES_PER_STAGE, 1)
+        return min((iteration // step + 1) * step, total)
+
+    def _line(self, iteration: int, now: float) -> None:
+        assert self._stage is not None
+        total = self._stage.iterations
+        rate = (iteration - self._done0) / max(now - self._t0, 1e-9)
+        eta = (total - iteration) / rate if rate > 0 else float("nan")
+        loss = "-" if self._loss is None else f"{self._loss:.4f}"
+        self.console.print(
+            f"{self._stage.name} {iteration}/{total} loss {loss} {rate:.2f} it/s eta {_clock(eta)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        self._last_line = now
+        self._next_tenth = self._tenth_after(iteration)
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # NaN: no rate yet
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -140,7 +140,7 @@ def run_stage(
     it = state.iteration
     while it < stage.iterations:
         perf.data_start()
-        batch = ctx.streams.next(stage.unlabeled)
+        batch = ctx.streams.next(stage.unlabeled, stage.strong_views)
         if ctx.runtime.channels_last:
             batch.image = batch.image.contiguous(memory_format=torch.channels_last)
         perf.data_end()

@@ -9,6 +9,7 @@ the encoder features between the two (:meth:`SegmentationNet.forward_feature_dro
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -16,9 +17,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = {"batch": nn.BatchNorm2d, "instance": partial(nn.InstanceNorm2d, affine=True)}
-"""Values of ``model.norm``: the sources' BatchNorm, or per-image InstanceNorm (nnU-Net's
-choice; its statistics do not depend on how a batch is split over processes)."""
+GROUPS = 8
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 8 groups (fewer when ``channels`` does not divide by 8)."""
+    return nn.GroupNorm(math.gcd(GROUPS, channels), channels)
+
+
+NORMS = {
+    "batch": nn.BatchNorm2d,
+    "instance": partial(nn.InstanceNorm2d, affine=True),
+    "group": group_norm,
+}
+"""Values of ``model.norm``: the sources' BatchNorm, or a per-image normalisation, InstanceNorm
+(nnU-Net's choice) or GroupNorm (Wu & He 2018), whose statistics never mix the slices of a batch
+(labeled with unlabeled, or one process's share with another's)."""
 
 
 class ConvBlock(nn.Sequential):
