@@ -14,11 +14,14 @@ from rich.console import Console
 
 from spinebench.data.slices import SliceCache, build_or_load
 from spinebench.data.streams import TrainStreams
+from spinebench.engine.prepare import Prepared, prepare
 from spinebench.engine.progress import StageProgress
-from spinebench.engine.run import Prepared, RunRequest, prepare
+from spinebench.engine.run import build_method
 from spinebench.engine.runtime import Runtime, setup
+from spinebench.engine.stages import RunCheckpoints
 from spinebench.engine.trainer import StageContext, StopFlag, TrainState, run_stage
-from spinebench.method import Method, MethodContext, Stage
+from spinebench.method import Method, Stage
+from spinebench.runinfo import RunRequest
 
 
 @dataclass
@@ -32,14 +35,7 @@ class Bench:
         return self.prepared.config
 
     def method(self) -> Method:
-        p = self.prepared
-        ctx = MethodContext(
-            class_map=p.class_map,
-            image_size=int(p.config["data"]["image_size"]),
-            options=dict(p.config["method"]),
-            config=p.config,
-        )
-        return p.method_cls(ctx).to(self.runtime.device)
+        return build_method(self.prepared).to(self.runtime.device)
 
     def streams(self) -> TrainStreams:
         return TrainStreams(
@@ -65,11 +61,11 @@ class Bench:
                 streams,
                 self.runtime,
                 self.config["train"],
-                folder,
                 log,
                 lambda s: {},
                 progress,
                 stop,
+                RunCheckpoints(folder),
             )
             run_stage(method, stage, TrainState(), ctx, None)
 

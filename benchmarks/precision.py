@@ -26,17 +26,16 @@ import copy
 import shutil
 import statistics
 import time
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mlflow.tracking import MlflowClient
 
 from benchmarks.common import bench_env
-from spinebench.engine.run import RunRequest, RunResult, execute
-from spinebench.engine.tracking import resolve_uri
+from spinebench.engine.run import execute
+from spinebench.engine.tracking import MlflowTracker, resolve_uri
 from spinebench.models.backbone import UNet
 from spinebench.paths import cache_dir
+from spinebench.runinfo import RunRequest, RunResult
 
 VARIANTS: dict[str, list[str]] = {
     "fp32": ["train.precision=fp32", "train.channels_last=false"],
@@ -93,11 +92,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _its(client: Any, result: RunResult, stage: str) -> float:
+def _its(tracker: MlflowTracker, result: RunResult, stage: str) -> float:
     """The engine's iterations/s for ``stage``, the median of its logged windows after the
     first (which holds warm-up and compilation)."""
-    history = client.get_metric_history(result.info.run_id, f"perf/{stage}/iter_per_s")
-    values = [m.value for m in sorted(history, key=lambda m: m.step)]
+    history = tracker.metric_history(str(result.info.run_id), f"perf/{stage}/iter_per_s")
+    values = [value for _, value in history]
     return statistics.median(values[1:] or values)
 
 
@@ -147,7 +146,7 @@ def main() -> None:
             f"({args.image_size}px, batch {batch // 2}+{batch // 2}, {device})",
             flush=True,
         )
-        client = MlflowClient(resolve_uri(None))  # where execute() tracks inside bench_env
+        tracker = MlflowTracker(resolve_uri(None), None)  # where execute() tracks in bench_env
         for name in names:
             mt = _run(
                 "mean_teacher", [f"train.iterations={args.iterations}", *VARIANTS[name]], args
@@ -163,12 +162,12 @@ def main() -> None:
                 args,
             )
             row = {
-                "mt_its": _its(client, mt, "train"),
+                "mt_its": _its(tracker, mt, "train"),
                 "mt_dice": mt.metrics["test/dice"],
-                "vlm_its": _its(client, cps4, "pretrain"),
-                "vlm_dice": client.get_run(cps4.info.run_id).data.metrics[
-                    "val/pretrain/binary_dice"
-                ],
+                "vlm_its": _its(tracker, cps4, "pretrain"),
+                "vlm_dice": tracker.metric_history(
+                    str(cps4.info.run_id), "val/pretrain/binary_dice"
+                )[-1][1],
             }
             print(
                 f"{name:16s} mean_teacher {row['mt_its']:7.2f} it/s "

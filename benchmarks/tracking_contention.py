@@ -29,9 +29,9 @@ def _open_plain(uri: str) -> tuple[object, str]:
 
 
 def _open_tracker(uri: str) -> tuple[object, str]:
-    from spinebench.engine.tracking import Tracker
+    from spinebench.engine.tracking import MlflowTracker
 
-    tracker = Tracker(uri, EXPERIMENT)
+    tracker = MlflowTracker(uri, EXPERIMENT)
     return tracker.client, tracker.experiment_id
 
 

@@ -96,7 +96,7 @@ def run(
 ) -> None:
     """Train and evaluate one method; the run is tracked in MLflow."""
     from spinebench.commands.run import run_and_report
-    from spinebench.engine.run import RunRequest
+    from spinebench.runinfo import RunRequest
 
     req = RunRequest(
         method=method,
@@ -171,7 +171,7 @@ def sweep(
 ) -> None:
     """Run every (method, fraction, seed) cell as a tracked run; finished cells are skipped."""
     from spinebench.commands.sweep import sweep_and_report
-    from spinebench.engine.run import RunRequest
+    from spinebench.runinfo import RunRequest
     from spinebench.sweep import make_grid
 
     cells = make_grid(grid, methods, labeled, seeds)
@@ -315,7 +315,13 @@ def _install_plugin_commands() -> None:
     get_plugin_manager().hook.spinebench_add_commands(app=app)
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # type: ignore[no-untyped-def]
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
     return f"warning: {message}\n"
 
 

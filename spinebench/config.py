@@ -22,7 +22,7 @@ from spinebench.errors import ConfigError
 
 PROFILES = ("quick", "paper")
 # Keys that change nothing a run computes: excluded from the hash.
-_UNHASHED = {"train.threads"}
+UNHASHED = {"train.threads"}
 # Keys with a closed set of values, checked before anything runs ("auto" keys take true/false).
 CHOICES: dict[str, tuple[str | bool, ...]] = {
     "train.optimizer": ("sgd", "adamw"),
@@ -92,9 +92,8 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _choose(key: str, value: Any) -> Any:
+def _choose(key: str, value: Any, choices: tuple[Any, ...]) -> Any:
     """A value of a closed-choice key, or a one-line error listing the choices."""
-    choices = CHOICES[key]
     if any(type(value) is type(c) and value == c for c in choices):
         return value
     names = [str(c).lower() for c in choices]
@@ -103,10 +102,10 @@ def _choose(key: str, value: Any) -> Any:
     raise ConfigError(f"config key {key!r} got {value!r}; {hint}use one of {', '.join(names)}")
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
+def _coerce(key: str, value: Any, default: Any, choices: dict[str, tuple[Any, ...]]) -> Any:
     """Keep the default's type; ints are fine where floats are expected."""
-    if key in CHOICES:
-        return _choose(key, value)
+    if key in choices:
+        return _choose(key, value, choices[key])
     if key in POSITIVE and isinstance(value, int | float) and value <= 0:
         raise ConfigError(f"config key {key!r} must be above 0, got {value!r}; fix the value")
     if default is None or value is None:
@@ -173,11 +172,16 @@ def resolve(
     overrides: dict[str, Any] | None = None,
     run: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Merge the layers and validate every key and value against the defaults."""
+    """Merge the layers and validate every key and value against the defaults.
+
+    A method option whose default is a tuple declares its allowed values; the first is the
+    default (``"predict_with": ("student", "teacher")``).
+    """
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
     defaults = _packaged("defaults")
-    defaults["method"] = dict(method_options)
+    defaults["method"], method_choices = option_defaults(method_options)
+    choices = {**CHOICES, **{f"method.{k}": v for k, v in method_choices.items()}}
     valid = flatten(defaults)
     layers: list[tuple[str, dict[str, Any]]] = [
         (f"profile {profile}", flatten(_packaged(profile))),
@@ -193,10 +197,22 @@ def resolve(
                 continue
             if key not in valid:
                 raise ConfigError(_unknown_key_message(key, valid, origin))
-            _set(resolved, key, _coerce(key, value, valid[key]))
+            _set(resolved, key, _coerce(key, value, valid[key], choices))
     resolved["run"]["method"] = method
     resolved["run"]["profile"] = profile
     return resolved
+
+
+def option_defaults(
+    options: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, tuple[Any, ...]]]:
+    """A method's ``options`` as (default values, allowed values of the declared choices)."""
+    choices = {k: v for k, v in options.items() if isinstance(v, tuple)}
+    for key, allowed in choices.items():
+        if not allowed:
+            raise ValueError(f"option {key!r} declares no allowed values")
+    defaults = {k: (v[0] if k in choices else v) for k, v in options.items()}
+    return defaults, choices
 
 
 def _unknown_key_message(key: str, valid: dict[str, Any], origin: str) -> str:
@@ -211,20 +227,10 @@ def _unknown_key_message(key: str, valid: dict[str, Any], origin: str) -> str:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """Stable 16-hex digest of what a run computes (everything but ``_UNHASHED``)."""
-    flat = {k: v for k, v in flatten(config).items() if k not in _UNHASHED}
+    """Stable 16-hex digest of what a run computes (everything but ``UNHASHED``)."""
+    flat = {k: v for k, v in flatten(config).items() if k not in UNHASHED}
     payload = json.dumps(flat, sort_keys=True, default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
-
-
-def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two configs (for refused resumes)."""
-    a, b = flatten(old), flatten(new)
-    return [
-        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
-    ]
 
 
 def short_summary(config: dict[str, Any]) -> str:

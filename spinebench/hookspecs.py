@@ -14,22 +14,30 @@ plugin can register any number of things and spinebench can record which plugin 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pluggy
+
+from spinebench.runinfo import RunInfo
 
 if TYPE_CHECKING:
     import typer
 
-    from spinebench.engine.run import RunInfo
-
 hookspec = pluggy.HookspecMarker("spinebench")
 hookimpl = pluggy.HookimplMarker("spinebench")
 
+MetricFn = Callable[[np.ndarray, np.ndarray, Sequence[int], Sequence[float]], dict[int, float]]
+"""``metric_fn(pred, truth, class_ids, spacing) -> {class id: value}``, see
+:func:`spinebench_register_metrics`."""
+
+Register = Callable[[str, Any], None]
+"""The ``register(name, obj)`` callable every registration hook receives."""
+
 
 @hookspec
-def spinebench_register_methods(register: Callable[[str, type], None]) -> None:
+def spinebench_register_methods(register: Register) -> None:
     """Register segmentation methods.
 
     :param register: call ``register(name, MethodClass)`` once per method. ``MethodClass``
@@ -41,7 +49,7 @@ def spinebench_register_methods(register: Callable[[str, type], None]) -> None:
 
 
 @hookspec
-def spinebench_register_datasets(register: Callable[[str, type], None]) -> None:
+def spinebench_register_datasets(register: Register) -> None:
     """Register dataset readers.
 
     :param register: call ``register(name, DatasetClass)``; ``DatasetClass`` subclasses
@@ -52,7 +60,7 @@ def spinebench_register_datasets(register: Callable[[str, type], None]) -> None:
 
 
 @hookspec
-def spinebench_register_metrics(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def spinebench_register_metrics(register: Register) -> None:
     """Register evaluation metrics.
 
     :param register: call ``register(name, metric_fn)`` with

@@ -1,4 +1,5 @@
-"""Losses every method shares, so the supervised part is identical across methods."""
+"""Losses several methods share: the supervised loss (so the supervised part is identical
+across methods) and the per-class binary-map loss of the class-prompt VLMs."""
 
 from __future__ import annotations
 
@@ -45,3 +46,50 @@ class SupervisedLoss(torch.nn.Module):
         inter, denom = _global_sum(stats)
         dice = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
         return 0.5 * ce + 0.5 * dice.mean()
+
+
+class BinaryMapLoss(torch.nn.Module):
+    """``BCE-with-logits + soft Dice`` over K independent binary maps [B, K, H, W] (the
+    per-class maps of a class-prompt VLM); returns both terms.
+
+    CLIPSeg trains each prompt's map with binary cross-entropy alone (timojl/clipseg
+    ``experiments/phrasecut.yaml`` line 41). Spine classes are small and most of a slice is
+    background for every prompt, so a soft Dice term is added, of the same form as the
+    supervised loss's (squared denominators, pooled over the batch, smooth 1e-5).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from monai.losses import DiceLoss
+
+        # Every channel is a foreground class: there is no background channel to exclude.
+        self.dice = DiceLoss(
+            include_background=True,
+            sigmoid=True,
+            squared_pred=True,
+            batch=True,
+            smooth_nr=1e-5,
+            smooth_dr=1e-5,
+        )
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``logits`` and float ``targets`` [B, K, H, W] -> (BCE, Dice), each a scalar."""
+        logits = logits.float()
+        dice: torch.Tensor = self.dice(logits, targets)
+        return F.binary_cross_entropy_with_logits(logits, targets), dice
+
+
+@torch.no_grad()
+def binary_dice(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """[K] hard Dice of each map (``logit > 0``) against its target, pooled over the batch.
+
+    A class absent from both the prediction and the target scores 1: the map correctly found
+    nothing. Stays a tensor, so logging it costs no device sync.
+    """
+    predicted = (logits > 0).float()
+    dims = (0, 2, 3)
+    overlap = (predicted * targets).sum(dims)
+    total = predicted.sum(dims) + targets.sum(dims)
+    return (2 * overlap + eps) / (total + eps)

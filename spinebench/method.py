@@ -118,7 +118,9 @@ class MethodContext:
 class Method(nn.Module):
     """Base class of every segmentation method (see docs/writing-a-method-plugin.md)."""
 
-    #: Options a user may set as ``method.<name>`` with their defaults; types are enforced.
+    #: Options a user may set as ``method.<name>`` with their defaults; types are enforced. A
+    #: tuple declares the allowed values, the first being the default: the config resolver
+    #: refuses any other value and lists these (``"rule": ("fused", "teacher")``).
     options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -129,6 +131,14 @@ class Method(nn.Module):
     def default_config(cls, profile: str) -> dict[str, Any]:
         """Overrides of the engine's config for this method and profile (e.g. ``train.lr``)."""
         return {}
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> None:
+        """Refuse values the types and declared choices allow but the method cannot use
+        (ranges, combinations) with a one-line :class:`~spinebench.errors.ConfigError`.
+
+        Called when the run's config is resolved, before any data is read or file written.
+        """
 
     def stages(self) -> list[Stage]:
         """The stages in order; the default is one supervised stage of ``train.iterations``."""

@@ -11,7 +11,6 @@ import difflib
 import importlib
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
@@ -41,7 +40,24 @@ class PluginInfo:
     name: str
     distribution: str
     version: str
-    hooks: tuple[str, ...]
+    hooks: tuple[str, ...] = ()
+
+    @property
+    def requirement(self) -> str:
+        """``distribution==version``, as a run records the plugin that defined its method."""
+        return f"{self.distribution}=={self.version}"
+
+
+class Registry(dict[str, Any]):
+    """Registered objects by name, and the plugin that registered each (tox's registries)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.owners: dict[str, PluginInfo] = {}
+
+    def owner(self, name: str) -> PluginInfo:
+        return self.owners[name]
 
 
 _failed: dict[str, str] = {}
@@ -107,24 +123,25 @@ def failed_plugins() -> dict[str, str]:
     return dict(_failed)
 
 
-def _collect(hook_name: str, kind: str) -> dict[str, Any]:
+def _collect(hook_name: str, kind: str) -> Registry:
     pm = get_plugin_manager()
-    found: dict[str, Any] = {}
-    owner: dict[str, str] = {}
+    found = Registry(kind)
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
-        dist = _dist_of.get(plugin_name, ("?", "?"))[0]
+        dist, ver = _dist_of.get(plugin_name, ("?", "?"))
+        info = PluginInfo(plugin_name, dist, ver)
 
-        def register(name: str, obj: Any, _plugin: str = plugin_name, _dist: str = dist) -> None:
+        def register(name: str, obj: Any, _info: PluginInfo = info) -> None:
             if name in found:
+                first = found.owners[name]
                 raise PluginError(
-                    f"{kind} {name!r} is registered by both {owner[name]} and "
-                    f"{_dist} (plugin {_plugin}); uninstall one or block it with "
-                    f"{DISABLE_ENV}={_plugin}"
+                    f"{kind} {name!r} is registered by both {first.distribution} (plugin "
+                    f"{first.name}) and {_info.distribution} (plugin {_info.name}); uninstall "
+                    f"one or block it with {DISABLE_ENV}={_info.name}"
                 )
             found[name] = obj
-            owner[name] = f"{_dist} (plugin {_plugin})"
+            found.owners[name] = _info
 
         try:
             impl.function(register=register)
@@ -139,20 +156,20 @@ def _collect(hook_name: str, kind: str) -> dict[str, Any]:
 
 
 @cache
-def methods() -> dict[str, type]:
-    """All registered methods by name."""
+def methods() -> Registry:
+    """All registered methods (``Method`` subclasses) by name."""
     return _collect("spinebench_register_methods", "method")
 
 
 @cache
-def datasets() -> dict[str, type]:
-    """All registered datasets by name."""
+def datasets() -> Registry:
+    """All registered datasets (``Dataset`` subclasses) by name."""
     return _collect("spinebench_register_datasets", "dataset")
 
 
 @cache
-def metrics() -> dict[str, Callable[..., dict[int, float]]]:
-    """All registered metrics by name."""
+def metrics() -> Registry:
+    """All registered metrics (:data:`spinebench.hookspecs.MetricFn`) by name."""
     return _collect("spinebench_register_metrics", "metric")
 
 

@@ -1,7 +1,8 @@
 """Segment NIfTI volumes with the final model of a tracked run.
 
-The run's ``checkpoint/model.pt`` (method state, resolved config, class map) is fetched from
-MLflow and the method is rebuilt through the plugin registry. Each volume then goes through the
+The run's ``checkpoint/model.pt`` (method state, resolved config, class map; its format is
+:mod:`spinebench.engine.artifacts`') is fetched from the tracking store and the method is
+rebuilt through the plugin registry. Each volume then goes through the
 exact preprocessing of the slice cache (reorientation, normalisation, resizing) and the
 prediction code of evaluation, so ``predict`` on a test case reproduces what the run scored.
 Label maps are written with the input's affine and header, each file atomically.
@@ -9,15 +10,11 @@ Label maps are written with the input's affine and header, each file atomically.
 
 from __future__ import annotations
 
-import gzip
-import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from spinebench import plugins
@@ -30,14 +27,13 @@ from spinebench.data.dataset import (
     voxel_data,
 )
 from spinebench.data.slices import normalise, resize_slices
-from spinebench.engine import checkpoint
+from spinebench.engine.artifacts import MODEL_ARTIFACT, ModelFile, read_model, write_labels
 from spinebench.engine.evaluate import predict_slices
 from spinebench.engine.runtime import Runtime, setup
-from spinebench.engine.tracking import resolve_uri
+from spinebench.engine.tracking import MlflowTracker, resolve_uri
 from spinebench.errors import SpinebenchError
 from spinebench.method import Method, MethodContext
 
-MODEL_ARTIFACT = "checkpoint/model.pt"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
 
@@ -83,10 +79,9 @@ class Predictor:
     runtime: Runtime
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: str) -> Predictor:
+    def from_model(cls, model: ModelFile, device: str) -> Predictor:
         """Rebuild the method named in the saved config and load its weights."""
-        config = state["config"]
-        class_map = ClassMap.from_dict(state["class_map"])
+        config, class_map = model.config, model.class_map
         method_cls = plugins.lookup(plugins.methods(), config["run"]["method"], "method")
         runtime = setup(config["train"], device, int(config["run"]["seed"]))
         ctx = MethodContext(
@@ -96,15 +91,28 @@ class Predictor:
             config=config,
         )
         method = method_cls(ctx)
-        method.load_state_dict(state["method"])
+        method.load_state_dict(model.state)
         return cls(method.to(runtime.device).eval(), class_map, config, runtime)
 
     @classmethod
     def from_run(cls, run_id: str, tracking_uri: str | None, device: str) -> Predictor:
+        uri = resolve_uri(tracking_uri)
+        tracker = MlflowTracker(uri, None, create=False)
+        run = tracker.get_run(run_id)
+        if run is None:
+            raise SpinebenchError(
+                f"run {run_id!r} is not in the tracking store {uri}; check --run or --tracking-uri"
+            )
         with tempfile.TemporaryDirectory() as tmp:
-            path = download_model(run_id, resolve_uri(tracking_uri), Path(tmp))
-            state = checkpoint.load_file(path)  # a damaged file is a one-line error
-        return cls.from_state(state, device)
+            path = tracker.download(run_id, MODEL_ARTIFACT, Path(tmp))
+            if path is None:
+                raise SpinebenchError(
+                    f"run {run_id} ({run.status}) has no {MODEL_ARTIFACT}; "
+                    "predict with a run that finished"
+                )
+            # a damaged or planted file is a one-line error naming the run's artifact
+            model = read_model(path, shown_as=f"artifact {MODEL_ARTIFACT} of run {run_id}")
+        return cls.from_model(model, device)
 
     def segment(self, image: np.ndarray, affine: np.ndarray, path: Path) -> np.ndarray:
         """Labels of a 3D image on its own voxel grid."""
@@ -132,45 +140,3 @@ class Predictor:
         labels = self.segment(image, img.affine, source)
         write_labels(labels, img, target)
         return image.shape
-
-
-def download_model(run_id: str, uri: str, folder: Path) -> Path:
-    """Fetch the run's final model artifact, or say why there is none."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own output
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise SpinebenchError(
-            f"run {run_id!r} is not in the tracking store {uri}; check --run or --tracking-uri"
-        ) from None
-    try:
-        return Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(folder)))
-    except (MlflowException, OSError):
-        raise SpinebenchError(
-            f"run {run_id} ({run.info.status}) has no {MODEL_ARTIFACT}; "
-            "predict with a run that finished"
-        ) from None
-
-
-def write_labels(labels: np.ndarray, like: nib.Nifti1Image, target: Path) -> None:
-    """Write ``labels`` with ``like``'s affine and header, atomically (temp file + rename)."""
-    header = like.header.copy()
-    header.set_data_dtype(np.uint8)
-    out = type(like)(labels.astype(np.uint8), like.affine, header)
-    out.header.set_slope_inter(1.0, 0.0)
-    payload = out.to_bytes()
-    if target.name.endswith(".gz"):
-        payload = gzip.compress(payload, compresslevel=6)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -23,9 +23,10 @@ from mlflow.tracking import MlflowClient
 from spinebench import plugins
 from spinebench.cli import main
 from spinebench.config import config_hash
-from spinebench.engine.run import RunRequest, resolve_request
-from spinebench.engine.tracking import Tracker, resolve_uri
+from spinebench.engine.prepare import resolve_request
+from spinebench.engine.tracking import MlflowTracker, resolve_uri
 from spinebench.errors import SpinebenchError
+from spinebench.runinfo import RunRequest
 
 FAST = ["--set", "model.channels=[4,8,16,32,64]", "--set", "train.threads=1"]
 BASE = ["run", "--method", "supervised", "--labeled", "0.5", *TINY, *FAST]
@@ -69,7 +70,7 @@ def _unfinished_run_with_other_config(tmp: Path, monkeypatch: pytest.MonkeyPatch
     config = resolve_request(
         RunRequest("supervised", 0.5, overrides=[*sets, "train.iterations=7"])
     ).config
-    tracker = Tracker(resolve_uri(None), "spinebench/synthetic")
+    tracker = MlflowTracker(resolve_uri(None), "spinebench/synthetic")
     tracker.start("supervised-l0.5-s0", {"spinebench.config_hash": config_hash(config)}, config)
     tracker.end("KILLED")
 
@@ -105,7 +106,7 @@ CASES: list[tuple[str, list[str], str, Setup]] = [
     ("method option type", ["--method", "mean_teacher", "--set", "method.ema_decay=high"],
      "config key 'method.ema_decay' expects float", None),
     ("method option value", ["--method", "mean_teacher", "--set", "method.predict_with=both"],
-     "method.predict_with 'both' is unknown; use one of student, teacher", None),
+     "config key 'method.predict_with' got 'both'; use one of student, teacher", None),
     ("profile", ["--profile", "huge"], "unknown profile 'huge'; use one of quick, paper", None),
     ("config file missing", ["--config", "{tmp}/missing.yaml"], "missing.yaml does not exist",
      None),

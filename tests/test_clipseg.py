@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from spinebench_clipseg.loss import BinaryMapLoss, binary_dice
 from spinebench_clipseg.method import ClipSeg, vlm_input_size
 
 from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
-from spinebench.engine.run import RunRequest, execute
+from spinebench.engine.run import execute
 from spinebench.errors import ConfigError
+from spinebench.losses import BinaryMapLoss, binary_dice
 from spinebench.method import MethodContext, Stage, StepInfo
 from spinebench.models import vlm
+from spinebench.runinfo import RunRequest
 from spinebench.testing import Harness, Report
 
 HUB_ID = "CIDAS/clipseg-rd64-refined"
@@ -52,6 +53,7 @@ def _method(image_size: int = 16, **options: object) -> ClipSeg:
         method_defaults=ClipSeg.default_config("quick"),
         overrides={"data.image_size": image_size, **{f"method.{k}": v for k, v in options.items()}},
     )
+    ClipSeg.validate_config(config)  # as the engine does when it resolves a run
     ctx = MethodContext(
         class_map=mrspineseg_class_map(),
         image_size=image_size,
@@ -99,20 +101,20 @@ def test_vlm_input_size_is_a_multiple_of_every_patch() -> None:
 
 def test_predict_resizes_to_and_from_the_vlm_size() -> None:
     method = _method(image_size=40, vlm_image_size=0).eval()  # the VLM runs at 48 px
-    assert method.size == 48
+    assert method.vlm.size == 48
     with torch.no_grad():
         scores = method.predict(torch.randn(2, 1, 40, 40))
     assert scores.shape == (2, 20, 40, 40)
     torch.testing.assert_close(scores.exp().sum(1), torch.ones(2, 40, 40))
-    assert method.model.config.vision_config.patch_size == 8
+    assert method.vlm.model.config.vision_config.patch_size == 8
     assert all(p.requires_grad for p in method.parameters())  # random weights: all trainable
 
 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("frozen", "yes", "method.frozen 'yes' is unknown"),
-        ("fusion", "softmax", "method.fusion 'softmax' is unknown"),
+        ("frozen", "yes", "'method.frozen' got 'yes'; use one of auto, backbone, none"),
+        ("fusion", "softmax", "'method.fusion' got 'softmax'; use one of threshold, clipseg"),
         ("threshold", 1.5, "must be between 0 and 1"),
         ("template", "a spine", "no {name} placeholder"),
         ("small", {"layers": 2}, "unknown small-model keys"),
@@ -145,28 +147,28 @@ def test_pretrained_backbone_is_frozen_and_the_decoder_trains(
 ) -> None:
     harness = spinebench_harness(ClipSeg, overrides={"method.pretrained": str(saved_clipseg)})
     method = harness.build()
-    assert method.frozen and method.normalise
+    assert method.vlm.backbone_frozen and method.vlm.normalise
     saved = vlm.build_clipseg(str(saved_clipseg), image_size=32)
     for name, value in saved.state_dict().items():  # the weights are the saved ones
-        assert torch.equal(method.model.state_dict()[name], value), name
-    clip_before = {k: v.clone() for k, v in method.model.clip.state_dict().items()}
-    decoder_before = {k: v.clone() for k, v in method.model.decoder.state_dict().items()}
+        assert torch.equal(method.vlm.model.state_dict()[name], value), name
+    clip_before = {k: v.clone() for k, v in method.vlm.model.clip.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in method.vlm.model.decoder.state_dict().items()}
     stage = method.stages()[0]
     trainable = list(method.trainable_parameters(stage))
-    assert {id(p) for p in trainable} == {id(p) for p in method.model.decoder.parameters()}
+    assert {id(p) for p in trainable} == {id(p) for p in method.vlm.model.decoder.parameters()}
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     streams = harness.streams()
     for it in range(2):
         out = method.training_step(stage, streams.next(False), StepInfo(it, 2))
         optimizer.zero_grad()
         out.losses["loss"].backward()
-        assert all(p.grad is None for p in method.model.clip.parameters())
+        assert all(p.grad is None for p in method.vlm.model.clip.parameters())
         optimizer.step()
-    for name, value in method.model.clip.state_dict().items():
+    for name, value in method.vlm.model.clip.state_dict().items():
         assert torch.equal(value, clip_before[name]), name
     changed = [
         k
-        for k, v in method.model.decoder.state_dict().items()
+        for k, v in method.vlm.model.decoder.state_dict().items()
         if not torch.equal(v, decoder_before[k])
     ]
     assert changed, "the decoder did not train"
@@ -181,8 +183,8 @@ def test_unfrozen_pretrained_trains_the_clip_towers(
     method = harness.build()
     out = method.training_step(Stage("train", 1), harness.streams().next(False), StepInfo(0, 1))
     out.losses["loss"].backward()
-    vision = method.model.clip.vision_model.encoder.layers[0].self_attn.q_proj.weight
-    text = method.model.clip.text_model.encoder.layers[0].self_attn.q_proj.weight
+    vision = method.vlm.model.clip.vision_model.encoder.layers[0].self_attn.q_proj.weight
+    text = method.vlm.model.clip.text_model.encoder.layers[0].self_attn.q_proj.weight
     assert vision.grad is not None and text.grad is not None
 
 

@@ -11,19 +11,19 @@ import pytest
 import torch
 from conftest import TINY
 from mlflow.tracking import MlflowClient
-from spinebench_clipseg.loss import BinaryMapLoss
 from spinebench_cps4.losses import PixelAttentionLoss, token_attention_loss
 from spinebench_cps4.method import CPS4
 from spinebench_cps4.pseudo import combine
 
 from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
-from spinebench.engine.run import RunRequest, execute
+from spinebench.engine.run import execute
 from spinebench.errors import ConfigError
-from spinebench.losses import SupervisedLoss
+from spinebench.losses import BinaryMapLoss, SupervisedLoss
 from spinebench.method import Batch, MethodContext, StepInfo
 from spinebench.models.fusion import binary_targets
 from spinebench.models.vlm import PretrainedUnavailable
+from spinebench.runinfo import RunRequest
 
 PSEUDO_DIAGNOSTICS = ("pseudo/dice_teacher", "pseudo/dice_vlm", "pseudo/dice_fused")
 
@@ -41,6 +41,7 @@ def _method(profile: str = "quick", **options) -> CPS4:
             **{f"method.{k}": v for k, v in options.items()},
         },
     )
+    CPS4.validate_config(config)  # as the engine does when it resolves a run
     ctx = MethodContext(
         class_map=mrspineseg_class_map(), image_size=16, options=config["method"], config=config
     )
@@ -203,15 +204,15 @@ def test_stage_2_freezes_the_vlm_and_trains_the_student_only():
     method = _method()
     pretrain, ssl = method.stages()
     assert {id(p) for p in method.trainable_parameters(pretrain)} == {
-        id(p) for p in method.vlm.parameters()
+        id(p) for p in [*method.vlm.parameters(), method.background]
     }
     method.on_stage_start(ssl)
     method.train()
     assert {id(p) for p in method.trainable_parameters(ssl)} == {
-        id(p) for p in method.student.parameters()
+        id(p) for p in method.pair.student.parameters()
     }
     assert not any(p.requires_grad for p in method.vlm.parameters())
-    assert not method.vlm.training and method.student.training
+    assert not method.vlm.training and method.pair.student.training
     out = method.training_step(ssl, _batch(), StepInfo(1400, 1500))
     out.losses["loss"].backward()
     assert all(p.grad is None for p in method.vlm.parameters())
@@ -257,7 +258,7 @@ def test_validate_stage_reports_per_class_binary_dice():
 
 
 def test_bad_options_and_states_are_one_line_errors():
-    with pytest.raises(ConfigError, match=r"cps4\.pseudo_label 'mean' is unknown"):
+    with pytest.raises(ConfigError, match=r"'method\.pseudo_label' got 'mean'; use one of fused"):
         _method(pseudo_label="mean")
     with pytest.raises(ConfigError, match=r"cps4\.w_seg must be positive"):
         _method(w_seg=0.0)

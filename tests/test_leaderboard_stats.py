@@ -11,8 +11,8 @@ import pytest
 from scipy.stats import wilcoxon
 
 from spinebench.errors import SpinebenchError
-from spinebench.leaderboard import RunRecord, build_boards, check, holm, paired_wilcoxon
-from spinebench.leaderboard_render import write
+from spinebench.leaderboard import RunRecord, build_boards, check, write
+from spinebench.stats import holm, paired_wilcoxon
 
 CASES = [f"case{i}" for i in range(6)]
 CLASSES = ("L5", "L4", "L4/L5")

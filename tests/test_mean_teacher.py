@@ -20,7 +20,7 @@ from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
 from spinebench.errors import ConfigError
 from spinebench.method import Batch, MethodContext, StepInfo
-from spinebench.ssl import (
+from spinebench.semisupervised import (
     clamped_gaussian_noise,
     consistency_weight,
     ema_update,
@@ -183,8 +183,8 @@ def test_consistency_is_mse_between_student_and_noisy_teacher_softmax():
     method.eval()  # no dropout or batch statistics: the two nets are then deterministic
     out = method.training_step(method.stages()[0], batch, StepInfo(0, 10))
     with torch.no_grad():
-        student = method.student(batch.unlabeled_weak).softmax(1)
-        teacher = method.teacher(batch.unlabeled_weak).softmax(1)
+        student = method.pair.student(batch.unlabeled_weak).softmax(1)
+        teacher = method.pair.teacher(batch.unlabeled_weak).softmax(1)
     torch.testing.assert_close(out.losses["consistency"], ((student - teacher) ** 2).mean())
 
 
@@ -195,19 +195,21 @@ def test_without_unlabeled_data_it_trains_supervised_only():
     out = method.training_step(method.stages()[0], batch, StepInfo(0, 10))
     assert set(out.losses) == {"loss"} and not out.diagnostics
     torch.testing.assert_close(
-        out.losses["loss"], method.supervised(method.student(batch.image), batch.label)
+        out.losses["loss"], method.supervised(method.pair.student(batch.image), batch.label)
     )
 
 
 def test_teacher_is_frozen_and_follows_the_student_after_each_step():
     method = _method()
     trainable = {id(p) for p in method.trainable_parameters(method.stages()[0])}
-    assert trainable == {id(p) for p in method.student.parameters()}
+    assert trainable == {id(p) for p in method.pair.student.parameters()}
     with torch.no_grad():
-        for p in method.student.parameters():
+        for p in method.pair.student.parameters():
             p.add_(1.0)
     method.after_optimizer_step(method.stages()[0], StepInfo(0, 10))
-    for t, s in zip(method.teacher.parameters(), method.student.parameters(), strict=True):
+    for t, s in zip(
+        method.pair.teacher.parameters(), method.pair.student.parameters(), strict=True
+    ):
         torch.testing.assert_close(t, s)
 
 
@@ -216,11 +218,11 @@ def test_predictions_come_from_the_student_by_default_or_the_teacher_on_request(
     for choice in ("student", "teacher"):
         method = _method(predict_with=choice).eval()
         with torch.no_grad():
-            for p in method.teacher.parameters():  # a deep copy until then
+            for p in method.pair.teacher.parameters():  # a deep copy until then
                 p.mul_(-1)
-            net = method.student if choice == "student" else method.teacher
+            net = method.pair.student if choice == "student" else method.pair.teacher
             torch.testing.assert_close(method.predict(images), net(images))
-            other = method.teacher if choice == "student" else method.student
+            other = method.pair.teacher if choice == "student" else method.pair.student
             assert not torch.allclose(method.predict(images), other(images))
     with pytest.raises(ConfigError, match="predict_with"):
         _method(predict_with="average")
@@ -230,7 +232,7 @@ def test_paper_profile_uses_the_source_batch_halves():
     paper = MeanTeacher.default_config("paper")["train"]
     assert (paper["batch_size"], paper["unlabeled_batch_size"]) == (12, 12)
     assert paper["lr"] == 0.01 and paper["momentum"] == 0.9 and paper["weight_decay"] == 1e-4
-    assert "batch_size" not in MeanTeacher.default_config("quick")["train"]
+    assert "batch_size" not in MeanTeacher.default_config("quick").get("train", {})
 
 
 # -- end to end ---------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from monai.metrics import (
 )
 from monai.networks.utils import one_hot
 
-from spinebench.engine.metrics import MetricFn, assd, dice, hd95, mean_foreground
+from spinebench.engine.metrics import assd, dice, hd95
+from spinebench.hookspecs import MetricFn
+from spinebench.stats import nanmean
 
 ALL: tuple[MetricFn, ...] = (dice, hd95, assd)
 
@@ -153,11 +155,10 @@ def test_background_class_can_be_requested() -> None:
     assert dice(pred, truth, [0], (1.0, 1.0, 1.0))[0] == pytest.approx(0.8)
 
 
-def test_mean_foreground_skips_nan_and_background() -> None:
-    assert mean_foreground({1: 0.5, 2: math.nan, 3: 1.0}) == pytest.approx(0.75)
-    assert mean_foreground({0: 0.0, 1: 0.4}) == pytest.approx(0.4)
-    assert math.isnan(mean_foreground({1: math.nan, 2: math.nan}))
-    assert math.isnan(mean_foreground({}))
+def test_nanmean_skips_absent_classes() -> None:
+    assert nanmean({1: 0.5, 2: math.nan, 3: 1.0}.values()) == pytest.approx(0.75)
+    assert math.isnan(nanmean([math.nan, math.nan]))
+    assert math.isnan(nanmean([]))
 
 
 @pytest.mark.parametrize(

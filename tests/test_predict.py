@@ -16,11 +16,14 @@ from fake_layouts import write_layout
 from mlflow.tracking import MlflowClient
 
 from spinebench import plugins
-from spinebench.engine.evaluate import nanmean
-from spinebench.engine.run import RunRequest, execute, prepare
-from spinebench.engine.tracking import Tracker
+from spinebench.engine.artifacts import write_model
+from spinebench.engine.prepare import prepare
+from spinebench.engine.run import execute
+from spinebench.engine.tracking import MlflowTracker
 from spinebench.method import MethodContext
 from spinebench.predict import Predictor
+from spinebench.runinfo import RunRequest
+from spinebench.stats import nanmean
 
 TRAIN = [
     "data.image_size=32",
@@ -141,17 +144,10 @@ def test_every_method_is_rebuilt_from_its_run(
             prepared.class_map, 32, dict(prepared.config["method"]), prepared.config
         )
         method = prepared.method_cls(ctx)
-        model = tmp_path / name / "model.pt"
-        model.parent.mkdir()
-        torch.save(
-            {
-                "method": method.state_dict(),
-                "config": prepared.config,
-                "class_map": prepared.class_map.to_dict(),
-            },
-            model,
+        model = write_model(
+            tmp_path / name / "model.pt", method, prepared.config, prepared.class_map
         )
-        tracker = Tracker(uri, "predict-methods")
+        tracker = MlflowTracker(uri, "predict-methods")
         run_id = tracker.start(name, {}, {})
         tracker.log_artifact(model, "checkpoint")
         tracker.end("FINISHED")
@@ -186,6 +182,7 @@ def test_every_method_is_rebuilt_from_its_run(
         ("file inside output", "is where the inputs are"),
         ("missing input", "does not exist"),
         ("not nifti", "is not a NIfTI file"),
+        ("no store", "no tracking store at"),
         ("unknown run", "is not in the tracking store"),
         ("run without model", "has no checkpoint/model.pt"),
     ],
@@ -204,7 +201,9 @@ def test_predict_refuses_bad_requests_and_writes_nothing(
     uri = f"sqlite:///{isolated_env / 'mlflow.db'}"
     run_id = "0" * 32  # a path problem is found before the tracking store is asked
     if where == "run without model":
-        run_id = Tracker(uri, "empty").start("unfinished", {}, {})
+        run_id = MlflowTracker(uri, "empty").start("unfinished", {}, {})
+    elif where == "unknown run":
+        MlflowTracker(uri, "empty")  # a store that exists, without that run
     source, output = data / "MR", tmp_path / "out"
     if where == "same folder":
         output = data / "MR"
@@ -230,5 +229,7 @@ def test_predict_refuses_bad_requests_and_writes_nothing(
     )
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
+    if where != "unknown run" and where != "run without model":
+        assert not (isolated_env / "mlflow.db").exists()  # a refused command creates no store
     assert {p: p.read_bytes() for p in (data / "MR").iterdir()} == before
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

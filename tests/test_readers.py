@@ -31,8 +31,9 @@ from spinebench.builtin.readers import spine_class
 from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
 from spinebench.data.slices import build_or_load
-from spinebench.engine.run import RunRequest, prepare
+from spinebench.engine.prepare import prepare
 from spinebench.errors import ConfigError, DataError
+from spinebench.runinfo import RunRequest
 
 DATASET = {"mrspineseg": "mrspineseg", "spider": "spider", "nnunet": "nnunet", "msd": "nnunet"}
 SMALL = [

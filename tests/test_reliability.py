@@ -37,9 +37,11 @@ from spinebench.cli import main
 from spinebench.config import config_hash
 from spinebench.data.dataset import inside
 from spinebench.engine import checkpoint
-from spinebench.engine.run import RunRequest, execute, resolve_request
+from spinebench.engine.prepare import resolve_request
+from spinebench.engine.run import execute
 from spinebench.engine.trainer import Interrupted
 from spinebench.errors import ConfigError, DataError, SpinebenchError
+from spinebench.runinfo import RunRequest
 
 REPO = Path(__file__).resolve().parents[1]
 # A small net on one thread: on a shared 2-core machine two torch threads thrash (50x slower).
@@ -52,7 +54,7 @@ import torch
 from spinebench.builtin.supervised import Supervised
 from spinebench.hookspecs import hookimpl
 from spinebench.method import Stage, StepOutput, frozen
-from spinebench.ssl import ema_update
+from spinebench.semisupervised import ema_update
 
 
 class TwoStage(Supervised):

@@ -14,7 +14,8 @@ import mlflow
 from conftest import TINY
 from mlflow.tracking import MlflowClient
 
-from spinebench.engine.run import RunRequest, execute
+from spinebench.engine.run import execute
+from spinebench.runinfo import RunRequest
 
 
 def _client(runs: Path) -> MlflowClient:

@@ -1,5 +1,6 @@
 """Shared semi-supervised pieces on hand-made tensors: strong views drawn on demand, per-image
-normalisation, joint or separate forwards, and the class balance of kept pseudo labels."""
+normalisation, joint or separate student forwards, and the class balance of kept pseudo
+labels."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
 from spinebench.method import Batch, MethodContext, StepInfo
 from spinebench.models.backbone import build_backbone
-from spinebench.ssl import class_balance, forward_pair
+from spinebench.semisupervised import MEAN_TEACHER_OPTIONS, MeanTeacherPair, class_balance
 from spinebench.testing import make_harness
 
 
@@ -46,11 +47,12 @@ def test_batchnorm_mixes_them():
     assert not torch.allclose(net(x)[:1], net(x[:1]))
 
 
-def test_forward_pair_joint_and_separate():
+def test_student_logits_joint_and_separate():
     x, u = torch.randn(2, 1, 16, 16), torch.randn(3, 1, 16, 16)
     for norm, same in (("group", True), ("batch", False)):
-        net = _net(norm)
-        joint, separate = forward_pair(net, x, u, True), forward_pair(net, x, u, False)
+        pair = MeanTeacherPair(_net(norm), MEAN_TEACHER_OPTIONS)
+        joint = pair.student_logits(x, u, joint=True)
+        separate = pair.student_logits(x, u, joint=False)
         assert [t.shape[0] for t in joint] == [2, 3]
         assert torch.allclose(joint[0], separate[0], atol=1e-6) == same
 

@@ -28,7 +28,7 @@ from scipy.stats import wilcoxon
 
 from spinebench.commands.leaderboard import make_leaderboard
 from spinebench.commands.sweep import sweep_and_report
-from spinebench.engine.run import RunRequest
+from spinebench.runinfo import RunRequest
 from spinebench.sweep import Grid, Variant, plan
 
 # Several minutes of CLI runs, an MLflow server and a Ray instance: run with `pytest -m slow`.

@@ -3,11 +3,12 @@ and the pytest fixtures work from a plugin's own test suite."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -111,6 +112,64 @@ class WritesLog(Supervised):
         return super().training_step(stage, batch, step)
 
 
+class TorchSaveCheat(Supervised):
+    """Saves its weights with torch.save to an absolute path: C++ writes no Python hook sees."""
+
+    target: ClassVar[Path] = Path("/nonexistent")
+
+    def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
+        torch.save(self.net.state_dict(), self.target)
+
+
+class NumpySaveCheat(Supervised):
+    def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
+        np.save("stats.npy", np.zeros(3))
+
+
+class ItkWriteCheat(Supervised):
+    """A C extension writing a relative path (SimpleITK opens the file in C++)."""
+
+    def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
+        import SimpleITK as sitk
+
+        sitk.WriteImage(sitk.Image(4, 4, sitk.sitkUInt8), "debug.mha")
+
+
+class SwallowedWrite(Supervised):
+    """Catches the refusal and carries on: the kit still fails it."""
+
+    def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
+        with contextlib.suppress(Exception):
+            Path("cache.json").write_text("{}")
+
+
+class HiddenTruthCheat(Supervised):
+    """Trains on the hidden labels of the unlabeled slices, as a third-party author might by
+    mistake: an unlabeled stage whose loss uses ``Batch.unlabeled_truth``."""
+
+    def stages(self) -> list[Stage]:
+        return [Stage("train", int(self.ctx.config["train"]["iterations"]), unlabeled=True)]
+
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        loss = self.loss(self.net(batch.image), batch.label)
+        if batch.unlabeled_weak is not None and batch.unlabeled_truth is not None:
+            loss = loss + self.loss(self.net(batch.unlabeled_weak), batch.unlabeled_truth)
+        return StepOutput(losses={"loss": loss})
+
+
+class TruthInDiagnostics(Supervised):
+    """Uses the hidden labels for a diagnostic only: allowed."""
+
+    def stages(self) -> list[Stage]:
+        return [Stage("train", int(self.ctx.config["train"]["iterations"]), unlabeled=True)]
+
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        out = super().training_step(stage, batch, step)
+        if batch.unlabeled_truth is not None:
+            out.diagnostics["pseudo/foreground"] = (batch.unlabeled_truth > 0).float().mean()
+        return out
+
+
 class SetsEnv(Supervised):
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
@@ -136,6 +195,10 @@ BROKEN = [
     (PretrainOnly, "stages", "the last stage 'pretrain' has segments=False"),
     (NanValidation, "validate_stage", "'alignment' is nan"),
     (WritesLog, "side_effects", "opened 'losses.txt' with mode 'a'"),
+    (NumpySaveCheat, "side_effects", "stats.npy"),
+    (ItkWriteCheat, "side_effects", "wrote debug.mha into its working directory"),
+    (SwallowedWrite, "side_effects", "cache.json"),
+    (HiddenTruthCheat, "hidden_truth", "changed when Batch.unlabeled_truth was replaced"),
     (SetsEnv, "side_effects", "TOKENIZERS_PARALLELISM"),
     (UnknownOption, "config", "profile 'paper'"),
 ]
@@ -155,6 +218,21 @@ def test_broken_method_fails_its_rule(
     assert f"breaks conformance rule {rule!r}" in message
     assert method_cls.__qualname__ in message
     assert fragment in message
+
+
+def test_torch_save_to_an_absolute_path_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    target = tmp_path / "outside" / "weights.pt"
+    target.parent.mkdir()
+    monkeypatch.setattr(TorchSaveCheat, "target", target)
+    with pytest.raises(ConformanceError) as info:
+        check_method(TorchSaveCheat, overrides=SMALL)
+    assert info.value.rule == "side_effects"
+    assert f"it wrote {str(target)!r} with torch.save" in str(info.value)
+    assert not target.exists()
+
+
+def test_hidden_truth_in_diagnostics_only_passes() -> None:
+    assert check_method(TruthInDiagnostics, overrides=SMALL).rules == tuple(RULES)
 
 
 def test_failed_write_leaves_no_file(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
 from spinebench.method import Batch, MethodContext, StepInfo
 from spinebench.models.backbone import UNet
-from spinebench.ssl import MaskedDice, masked_cross_entropy
+from spinebench.semisupervised import MaskedDice, masked_cross_entropy
 
 
 def _method(**options) -> UniMatch:

@@ -1,11 +1,11 @@
 """CLIPSeg as a supervised baseline: one binary map per class prompt, fused to one label map.
 
-Each labeled slice goes once through the CLIP vision encoder; the decoder runs once per class
-prompt (:func:`spinebench.models.vlm.clipseg_logits`). The K binary maps are trained with
-BCE + Dice against each class's mask and fused into K+1 multi-class scores for validation, test
-and prediction (:mod:`spinebench.models.fusion`). With pretrained weights the CLIP towers stay
-frozen and only the decoder trains, as in the paper; from random weights everything trains.
-Defaults and their sources are in README.md.
+The class-prompt model is the core's :class:`spinebench.api.ClassPromptCLIPSeg` (each slice
+goes once through the CLIP vision encoder, the decoder once per class prompt). The K binary
+maps are trained with BCE + Dice against each class's mask and fused into K+1 multi-class
+scores for validation, test and prediction (:func:`spinebench.api.fuse_binary_maps`). With
+pretrained weights the CLIP towers stay frozen and only the decoder trains, as in the paper;
+from random weights everything trains. Defaults and their sources are in README.md.
 """
 
 from __future__ import annotations
@@ -13,14 +13,23 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-from spinebench_clipseg.loss import BinaryMapLoss, binary_dice
 
-from spinebench.errors import ConfigError
-from spinebench.method import Batch, Method, MethodContext, Stage, StepInfo, StepOutput
-from spinebench.models import vlm
-from spinebench.models.fusion import FUSION_RULES, binary_targets, fuse_binary_maps
-from spinebench.models.tokenizer import build_tokenizer, tokenize_prompts
+from spinebench.api import (
+    FUSION_RULES,
+    Batch,
+    BinaryMapLoss,
+    ClassPromptCLIPSeg,
+    ConfigError,
+    Method,
+    MethodContext,
+    Stage,
+    StepInfo,
+    StepOutput,
+    binary_dice,
+    binary_targets,
+    fuse_binary_maps,
+    vlm,
+)
 
 FROZEN_CHOICES = ("auto", "backbone", "none")
 #: The VLM input is rounded up to a multiple of this, so every patch size in use (8 and 16 for
@@ -43,8 +52,8 @@ class ClipSeg(Method):
     options: ClassVar[dict[str, Any]] = {
         "pretrained": None,
         "template": vlm.DEFAULT_TEMPLATE,
-        "frozen": "auto",
-        "fusion": "threshold",
+        "frozen": FROZEN_CHOICES,
+        "fusion": FUSION_RULES,
         "threshold": 0.5,
         "background_scale": 3.0,
         "vlm_image_size": 0,
@@ -55,33 +64,41 @@ class ClipSeg(Method):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         opts = ctx.options
-        _check_options(opts)
-        self.size = vlm_input_size(int(opts["vlm_image_size"]), ctx.image_size)
         pretrained = opts["pretrained"]
         try:
-            self.model = vlm.build_clipseg(
-                pretrained,
-                image_size=self.size,
+            self.vlm = ClassPromptCLIPSeg(
+                ctx.class_map,
+                pretrained=pretrained,
+                input_size=vlm_input_size(int(opts["vlm_image_size"]), ctx.image_size),
+                template=opts["template"],
                 small=dict(opts["small"]),
                 allow_download=bool(opts["allow_download"]),
             )
         except ValueError as exc:
             raise ConfigError(f"method.small or method.vlm_image_size: {exc}") from None
-        tokenizer = build_tokenizer(pretrained, allow_download=bool(opts["allow_download"]))
-        tokens = tokenize_prompts(
-            tokenizer, vlm.class_prompts(ctx.class_map, opts["template"]), padding="longest"
-        )
-        # Derived from the config, so not part of the state: a fresh instance rebuilds them.
-        self.register_buffer("input_ids", tokens["input_ids"], persistent=False)
-        self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
-        self.frozen = opts["frozen"] == "backbone" or (
-            opts["frozen"] == "auto" and pretrained is not None
-        )
-        if self.frozen:
-            vlm.freeze_backbone(self.model)
-        self.normalise = pretrained is not None
-        self.mean, self.std = vlm.pixel_stats(self.model)
+        if opts["frozen"] == "backbone" or (opts["frozen"] == "auto" and pretrained is not None):
+            self.vlm.freeze_backbone()
         self.loss = BinaryMapLoss()
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> None:
+        opts = config["method"]
+        if not 0.0 < float(opts["threshold"]) < 1.0:
+            raise ConfigError(f"method.threshold {opts['threshold']} must be between 0 and 1")
+        if not float(opts["background_scale"]) > 0.0:
+            raise ConfigError(
+                f"method.background_scale {opts['background_scale']} must be positive"
+            )
+        if int(opts["vlm_image_size"]) < 0:
+            raise ConfigError(
+                f"method.vlm_image_size {opts['vlm_image_size']} must be 0 (the slice size) "
+                "or a size"
+            )
+        if "{name}" not in opts["template"]:
+            raise ConfigError(
+                f"method.template {opts['template']!r} has no {{name}} placeholder for the "
+                "class name"
+            )
 
     @classmethod
     def default_config(cls, profile: str) -> dict[str, Any]:
@@ -95,25 +112,8 @@ class ClipSeg(Method):
         # CPU: the profile's budget; a 64 px VLM input (8 x 8 patches) whatever the slice size.
         return {"train": train, "method": {"vlm_image_size": QUICK_SIZE}}
 
-    def binary_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 1, H, W] slices -> [B, K, H, W] per-class binary logits at the slices' size."""
-        height, width = images.shape[-2:]
-        if (height, width) != (self.size, self.size):
-            images = F.interpolate(
-                images, size=(self.size, self.size), mode="bilinear", align_corners=False
-            )
-        pixels = vlm.to_clip_pixels(images, self.normalise, mean=self.mean, std=self.std)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            text = vlm.clipseg_text_embeddings(self.model, self.input_ids, self.attention_mask)
-        logits = vlm.clipseg_logits(self.model, pixels, text, vision_grad=not self.frozen)
-        if logits.shape[-2:] != (height, width):
-            logits = F.interpolate(
-                logits, size=(height, width), mode="bilinear", align_corners=False
-            )
-        return logits
-
     def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
-        logits = self.binary_logits(batch.image)
+        logits = self.vlm.binary_logits(batch.image, vision_grad=True)
         targets = binary_targets(batch.label, logits.shape[1])
         bce, dice = self.loss(logits, targets)
         per_class = binary_dice(logits.detach(), targets)
@@ -128,33 +128,8 @@ class ClipSeg(Method):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         opts = self.ctx.options
         return fuse_binary_maps(
-            self.binary_logits(images),
+            self.vlm.binary_logits(images),
             rule=opts["fusion"],
             threshold=float(opts["threshold"]),
             background_scale=float(opts["background_scale"]),
-        )
-
-
-def _check_options(opts: dict[str, Any]) -> None:
-    """Refuse bad option values with one line each, before any model is built."""
-    if opts["frozen"] not in FROZEN_CHOICES:
-        raise ConfigError(
-            f"method.frozen {opts['frozen']!r} is unknown; use auto (frozen CLIP when "
-            "pretrained), backbone (freeze the CLIP towers) or none (train everything)"
-        )
-    if opts["fusion"] not in FUSION_RULES:
-        raise ConfigError(
-            f"method.fusion {opts['fusion']!r} is unknown; use one of {', '.join(FUSION_RULES)}"
-        )
-    if not 0.0 < float(opts["threshold"]) < 1.0:
-        raise ConfigError(f"method.threshold {opts['threshold']} must be between 0 and 1")
-    if not float(opts["background_scale"]) > 0.0:
-        raise ConfigError(f"method.background_scale {opts['background_scale']} must be positive")
-    if int(opts["vlm_image_size"]) < 0:
-        raise ConfigError(
-            f"method.vlm_image_size {opts['vlm_image_size']} must be 0 (the slice size) or a size"
-        )
-    if "{name}" not in opts["template"]:
-        raise ConfigError(
-            f"method.template {opts['template']!r} has no {{name}} placeholder for the class name"
         )

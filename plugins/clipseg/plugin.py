@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from spinebench.api import Register, hookimpl
 
-from spinebench_clipseg.method import ClipSeg
-
-from spinebench.hookspecs import hookimpl
+from .method import ClipSeg
 
 
 @hookimpl
-def spinebench_register_methods(register: Callable[[str, type], None]) -> None:
+def spinebench_register_methods(register: Register) -> None:
     register("clipseg", ClipSeg)

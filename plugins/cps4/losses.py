@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from spinebench_clipseg.loss import BinaryMapLoss
 from torch import nn
 
-from spinebench.losses import SupervisedLoss
-from spinebench.models.fusion import binary_targets
+from spinebench.api import BinaryMapLoss, SupervisedLoss, binary_targets
 
 
 def token_attention_loss(similarity: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -27,7 +25,8 @@ def token_attention_loss(similarity: torch.Tensor, targets: torch.Tensor) -> tor
     (image, class) pairs whose class is present; with none present it is 0 (still attached to
     the graph, so a step without foreground back-propagates).
     """
-    area = F.adaptive_avg_pool2d(targets.float(), similarity.shape[-2:]).flatten(2)
+    h, w = similarity.shape[-2:]
+    area = F.adaptive_avg_pool2d(targets.float(), (h, w)).flatten(2)
     mass = area.sum(-1)
     present = mass > 0
     q = area / mass.clamp_min(1e-12)[..., None]
@@ -62,6 +61,7 @@ class PixelAttentionLoss(nn.Module):
         )
         scores = scores - background
         if self.class_softmax:
-            return self.multi_class(F.pad(scores, (0, 0, 0, 0, 1, 0)), labels)
+            loss: torch.Tensor = self.multi_class(F.pad(scores, (0, 0, 0, 0, 1, 0)), labels)
+            return loss
         bce, dice = self.binary(scores, binary_targets(labels, scores.shape[1]))
         return 0.5 * (bce + dice)

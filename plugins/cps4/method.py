@@ -1,67 +1,50 @@
 """CPS4: class-prompt-driven semi-supervised spine segmentation, in two engine stages.
 
-``pretrain`` trains a vision-language model (CLIPSeg with one prompt per class) on the labeled
+``pretrain`` trains a vision-language model (the core's class-prompt CLIPSeg) on the labeled
 slices with token- and pixel-level attention losses plus its decoder's binary segmentation loss.
-``ssl`` freezes it and trains the shared segmentation network as a Mean Teacher student whose
-pseudo labels on unlabeled slices combine the teacher's prediction with the VLM's fused class
-maps. README.md gives the equations and every interpretation of the paper.
+``ssl`` freezes it and trains the shared segmentation network as a Mean Teacher student (the
+core's student/teacher pair) whose pseudo labels on unlabeled slices combine the teacher's
+prediction with the VLM's class maps. README.md gives the equations and every interpretation.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from spinebench_clipseg.loss import BinaryMapLoss, binary_dice
-from spinebench_cps4.losses import PixelAttentionLoss, token_attention_loss
-from spinebench_cps4.pseudo import PSEUDO_LABEL_RULES, combine
-from spinebench_cps4.vlm import ClassPromptVLM
-from spinebench_mean_teacher.method import MeanTeacher
 from torch import nn
 
-from spinebench.config import deep_merge
-from spinebench.errors import ConfigError
-from spinebench.losses import SupervisedLoss
-from spinebench.method import (
+from spinebench.api import (
+    FUSION_RULES,
     Batch,
+    BinaryMapLoss,
+    ClassPromptCLIPSeg,
+    ConfigError,
     Method,
     MethodContext,
     OptimizerSpec,
     Stage,
     StepInfo,
     StepOutput,
-    frozen,
-)
-from spinebench.models.backbone import build_backbone
-from spinebench.models.fusion import FUSION_RULES, binary_targets, fused_probabilities
-from spinebench.models.vlm import DEFAULT_CLIPSEG, DEFAULT_TEMPLATE
-from spinebench.ssl import (
-    PSEUDO_DICE,
-    MaskedDice,
-    clamped_gaussian_noise,
-    consistency_weight,
-    ema_update,
-    forward_pair,
-    masked_cross_entropy,
-    pseudo_label_diagnostics,
-    pseudo_label_dice,
+    SupervisedLoss,
+    binary_dice,
+    binary_targets,
+    build_backbone,
+    deep_merge,
+    fused_probabilities,
+    semisupervised,
+    vlm,
 )
 
+from .losses import PixelAttentionLoss, token_attention_loss
+from .pseudo import PSEUDO_LABEL_RULES, combine
+
 PRETRAIN, SSL = "pretrain", "ssl"
-#: Bump when stage 1's computation changes, so cached VLMs of older code are not reused.
-STAGE1_VERSION = 1
-_MEAN_TEACHER_KEYS = (
-    "ema_decay",
-    "consistency",
-    "rampup_fraction",
-    "start_fraction",
-    "noise_std",
-    "noise_clip",
-    "conf_thresh",
-)
+#: Bump when stage 1's computation or its state's keys change, so cached VLMs of older code
+#: are not reused.
+STAGE1_VERSION = 2
 _STAGE1_OPTIONS = (
     "pretrained",
     "template",
@@ -81,7 +64,7 @@ class CPS4(Method):
         # stage 1: the vision-language model
         "pretrained": None,
         "allow_download": False,
-        "template": DEFAULT_TEMPLATE,
+        "template": vlm.DEFAULT_TEMPLATE,
         "pretrain_iterations": 500,
         "pretrain_lr": 1e-3,
         "token_loss": True,
@@ -92,45 +75,63 @@ class CPS4(Method):
         "w_seg": 1.0,
         "pretrained_vlm": "",
         # stage 2: pseudo labels and the Mean Teacher around them
-        "fusion": FUSION_RULES[0],
-        "pseudo_label": PSEUDO_LABEL_RULES[0],
+        "fusion": FUSION_RULES,
+        "pseudo_label": PSEUDO_LABEL_RULES,
         "w_pseudo": 1.0,
-        **{key: MeanTeacher.options[key] for key in _MEAN_TEACHER_KEYS},
+        **semisupervised.MEAN_TEACHER_OPTIONS,
+        "conf_thresh": 0.95,
     }
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         self.opts = opts = ctx.options
-        _check_options(opts)
-        self.vlm = ClassPromptVLM(
+        self.vlm = ClassPromptCLIPSeg(
             ctx.class_map,
-            ctx.image_size,
             pretrained=opts["pretrained"] or None,
-            allow_download=opts["allow_download"],
+            input_size=ctx.image_size,
             template=opts["template"],
+            allow_download=opts["allow_download"],
         )
-        self.student = build_backbone(ctx.config["model"], ctx.in_channels, ctx.num_classes)
-        self.teacher = copy.deepcopy(self.student)
-        frozen(self.teacher.parameters())
+        self.background = nn.Parameter(torch.zeros(()))
+        student = build_backbone(ctx.config["model"], ctx.in_channels, ctx.num_classes)
+        self.pair = semisupervised.MeanTeacherPair(student, opts)
         self.binary_loss = BinaryMapLoss()
         self.pixel_loss = PixelAttentionLoss(opts["class_softmax"])
         self.supervised = SupervisedLoss()
-        self.masked_dice = MaskedDice()
+        self.masked_dice = semisupervised.MaskedDice()
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> None:
+        """One-line errors for option values the types alone do not rule out."""
+        opts = config["method"]
+        if opts["pretrain_iterations"] < 1:
+            raise ConfigError("cps4.pretrain_iterations must be at least 1")
+        if opts["w_seg"] <= 0:
+            raise ConfigError(
+                "cps4.w_seg must be positive: the decoder it trains gives the VLM's class maps"
+            )
+        negative = [k for k in ("w_token", "w_pixel", "w_pseudo", "consistency") if opts[k] < 0]
+        if negative:
+            raise ConfigError(f"cps4.{negative[0]} must not be negative")
+        if not 0 < opts["conf_thresh"] <= 1:
+            raise ConfigError("cps4.conf_thresh must be in (0, 1]")
 
     @classmethod
     def default_config(cls, profile: str) -> dict[str, Any]:
         """Mean Teacher's optimiser, batches and stage-2 budget; the paper profile fine-tunes
         pretrained CLIPSeg (CLIP ViT-B/16) in stage 1."""
-        extra: dict[str, Any] = {}
-        if profile == "paper":
-            extra = {
+        if profile != "paper":
+            return {}
+        return deep_merge(
+            {"train": dict(semisupervised.SOURCE_TRAIN)},
+            {
                 "method": {
-                    "pretrained": DEFAULT_CLIPSEG,
+                    "pretrained": vlm.DEFAULT_CLIPSEG,
                     "pretrain_iterations": 20000,
                     "pretrain_lr": 1e-4,
                 }
-            }
-        return deep_merge(MeanTeacher.default_config(profile), extra)
+            },
+        )
 
     # -- stages ---------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
@@ -170,27 +171,34 @@ class CPS4(Method):
             "seed": config["run"]["seed"],
         }
 
+    def _vlm_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.vlm.parameters()
+        yield self.background
+
     def trainable_parameters(self, stage: Stage) -> Iterator[nn.Parameter]:
-        return (self.vlm if stage.name == PRETRAIN else self.student).parameters()
+        return self._vlm_parameters() if stage.name == PRETRAIN else self.pair.student.parameters()
 
     def on_stage_start(self, stage: Stage) -> None:
         """The VLM trains in stage 1 and is frozen (and kept in eval mode) in stage 2."""
-        self.vlm.requires_grad_(stage.name == PRETRAIN)
+        for p in self._vlm_parameters():
+            p.requires_grad_(stage.name == PRETRAIN)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> CPS4:
         super().train(mode)
-        if not self.vlm.background.requires_grad:  # frozen: never back to train mode
+        if not self.background.requires_grad:  # frozen: never back to train mode
             self.vlm.eval()
         return self
 
     def stage_state_dict(self, stage: Stage) -> dict[str, Any]:
-        return self.vlm.state_dict()
+        return {"vlm": self.vlm.state_dict(), "background": self.background.detach().clone()}
 
     def load_stage_state_dict(self, stage: Stage, state: dict[str, Any]) -> None:
         try:
-            self.vlm.load_state_dict(state)
-        except RuntimeError as exc:
+            self.vlm.load_state_dict(state["vlm"])
+            with torch.no_grad():
+                self.background.copy_(state["background"])
+        except (RuntimeError, KeyError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(
                 f"the stage-1 VLM state does not fit this model ({first}); set cps4.pretrained "
@@ -206,46 +214,44 @@ class CPS4(Method):
     def _pretrain_step(self, batch: Batch) -> StepOutput:
         o = self.opts
         token, pixel = o["token_loss"], o["pixel_loss"]
-        logits, similarity = self.vlm(batch.image, similarity=token or pixel)
+        logits, similarity = self.vlm.maps(batch.image, similarity=token or pixel, vision_grad=True)
         targets = binary_targets(batch.label, logits.shape[1])
         bce, dice = self.binary_loss(logits, targets)
         seg = bce + dice  # the clipseg baseline's loss
         losses = {"seg": seg}
         total = o["w_seg"] * seg
-        if token:
+        if similarity is not None and token:
             losses["token"] = token_attention_loss(similarity, targets)
             total = total + o["w_token"] * losses["token"]
-        if pixel:
-            losses["pixel"] = self.pixel_loss(similarity, self.vlm.background, batch.label)
+        if similarity is not None and pixel:
+            losses["pixel"] = self.pixel_loss(similarity, self.background, batch.label)
             total = total + o["w_pixel"] * losses["pixel"]
         return StepOutput(losses={"loss": total, **{k: v.detach() for k, v in losses.items()}})
 
     def _ssl_step(self, batch: Batch, step: StepInfo) -> StepOutput:
+        student = self.pair.student
         if batch.unlabeled_weak is None or batch.unlabeled_strong is None:  # --labeled 1.0
-            return StepOutput(
-                losses={"loss": self.supervised(self.student(batch.image), batch.label)}
-            )
+            return StepOutput(losses={"loss": self.supervised(student(batch.image), batch.label)})
         o = self.opts
         weak, strong = batch.unlabeled_weak, batch.unlabeled_strong[0]
         joint = self.ctx.config["train"]["ssl_forward"] == "joint"
-        labeled_logits, student_u = forward_pair(self.student, batch.image, strong, joint)
+        labeled_logits, student_u = self.pair.student_logits(batch.image, strong, joint)
         supervised = self.supervised(labeled_logits, batch.label)
+        teacher = self.pair.teacher_probs(weak)
         with torch.no_grad():
-            noisy = weak + clamped_gaussian_noise(weak, o["noise_std"], o["noise_clip"])
-            teacher = self.teacher(noisy).float().softmax(1)
-            vlm = fused_probabilities(self.vlm.binary_logits(weak), o["fusion"])
-            pseudo = combine(teacher, vlm, o["pseudo_label"], o["conf_thresh"])
+            vlm_probs = fused_probabilities(self.vlm.binary_logits(weak), o["fusion"])
+            pseudo = combine(teacher, vlm_probs, o["pseudo_label"], o["conf_thresh"])
         keep = pseudo.keep.float()
         pseudo_loss = 0.5 * (
-            masked_cross_entropy(student_u, pseudo.labels, keep)
+            semisupervised.masked_cross_entropy(student_u, pseudo.labels, keep)
             + self.masked_dice(student_u, pseudo.labels, keep)
         )
         mse = F.mse_loss(student_u.float().softmax(1), teacher)
-        ramp = consistency_weight(
+        ramp = semisupervised.consistency_weight(
             1.0, step.iteration, step.total, o["rampup_fraction"], o["start_fraction"]
         )
         loss = supervised + ramp * (o["w_pseudo"] * pseudo_loss + o["consistency"] * mse)
-        diagnostics = pseudo_label_diagnostics(
+        diagnostics = semisupervised.pseudo_label_diagnostics(
             pseudo.probs,
             batch.unlabeled_truth,
             o["conf_thresh"],
@@ -255,9 +261,10 @@ class CPS4(Method):
         truth = batch.unlabeled_truth
         if truth is not None:
             classes = self.ctx.num_classes
-            for name, probs in (("teacher", teacher), ("vlm", vlm), ("fused", teacher + vlm)):
-                diagnostics[f"{PSEUDO_DICE}_{name}"] = pseudo_label_dice(
-                    probs.argmax(1), truth, classes
+            maps = (("teacher", teacher), ("vlm", vlm_probs), ("fused", teacher + vlm_probs))
+            for name, probs in maps:
+                diagnostics[f"{semisupervised.PSEUDO_DICE}_{name}"] = (
+                    semisupervised.pseudo_label_dice(probs.argmax(1), truth, classes)
                 )
         return StepOutput(
             losses={
@@ -271,11 +278,12 @@ class CPS4(Method):
 
     def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
         if stage.name == SSL:
-            ema_update(self.teacher, self.student, self.opts["ema_decay"], step.iteration)
+            self.pair.update_teacher(step.iteration)
 
     # -- inference and stage-1 validation -------------------------------------------------------
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.student(images)
+        logits: torch.Tensor = self.pair.student(images)
+        return logits
 
     def validate_stage(
         self, stage: Stage, images: torch.Tensor, labels: torch.Tensor
@@ -293,29 +301,7 @@ class CPS4(Method):
             for c, d in zip(self.ctx.class_map.classes, dice, strict=True)
         }
         fused = fused_probabilities(logits, self.opts["fusion"]).argmax(1)
-        out["fused_dice"] = float(pseudo_label_dice(fused, labels, self.ctx.num_classes))
+        out["fused_dice"] = float(
+            semisupervised.pseudo_label_dice(fused, labels, self.ctx.num_classes)
+        )
         return out
-
-
-def _check_options(opts: dict[str, Any]) -> None:
-    """One-line errors for option values the types alone do not rule out."""
-    if opts["pseudo_label"] not in PSEUDO_LABEL_RULES:
-        raise ConfigError(
-            f"cps4.pseudo_label {opts['pseudo_label']!r} is unknown; "
-            f"use one of {', '.join(PSEUDO_LABEL_RULES)}"
-        )
-    if opts["fusion"] not in FUSION_RULES:
-        raise ConfigError(
-            f"cps4.fusion {opts['fusion']!r} is unknown; use one of {', '.join(FUSION_RULES)}"
-        )
-    if opts["pretrain_iterations"] < 1:
-        raise ConfigError("cps4.pretrain_iterations must be at least 1")
-    if opts["w_seg"] <= 0:
-        raise ConfigError(
-            "cps4.w_seg must be positive: the decoder it trains gives the VLM's class maps"
-        )
-    negative = [k for k in ("w_token", "w_pixel", "w_pseudo", "consistency") if opts[k] < 0]
-    if negative:
-        raise ConfigError(f"cps4.{negative[0]} must not be negative")
-    if not 0 < opts["conf_thresh"] <= 1:
-        raise ConfigError("cps4.conf_thresh must be in (0, 1]")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from spinebench.api import Register, hookimpl
 
-from spinebench_mean_teacher.method import MeanTeacher
-
-from spinebench.hookspecs import hookimpl
+from .method import MeanTeacher
 
 
 @hookimpl
-def spinebench_register_methods(register: Callable[[str, type], None]) -> None:
+def spinebench_register_methods(register: Register) -> None:
     register("mean_teacher", MeanTeacher)

@@ -10,12 +10,20 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from spinebench_unimatch.cutmix import cutmix_boxes, mix_partners, paste
 
-from spinebench.losses import SupervisedLoss
-from spinebench.method import Batch, Method, MethodContext, Stage, StepInfo, StepOutput
-from spinebench.models.backbone import build_backbone
-from spinebench.ssl import MaskedDice, pseudo_label_diagnostics
+from spinebench.api import (
+    Batch,
+    Method,
+    MethodContext,
+    Stage,
+    StepInfo,
+    StepOutput,
+    SupervisedLoss,
+    build_backbone,
+    semisupervised,
+)
+
+from .cutmix import cutmix_boxes, mix_partners, paste
 
 #: Weights of (labeled, strong 1, strong 2, feature-perturbed) losses and the overall divisor
 #: (unimatch.py line 175).
@@ -45,23 +53,13 @@ class UniMatch(Method):
         self.opts = ctx.options
         self.net = build_backbone(ctx.config["model"], ctx.in_channels, ctx.num_classes)
         self.supervised = SupervisedLoss()
-        self.unsupervised = MaskedDice()
+        self.unsupervised = semisupervised.MaskedDice()
 
     @classmethod
     def default_config(cls, profile: str) -> dict[str, Any]:
-        if profile != "paper":
-            # quick: the engine's CPU optimiser (AdamW 1e-3), shared by every method so the
-            # short budget converges; the source's SGD schedule needs its 30k iterations.
-            return {"train": {}}
-        train: dict[str, Any] = {
-            "optimizer": "sgd",
-            "lr": 0.01,
-            "momentum": 0.9,
-            "weight_decay": 0.0001,
-            "poly_power": 0.9,
-        }
-        train |= {"batch_size": 12, "unlabeled_batch_size": 12}  # 12 labeled + 12 unlabeled
-        return {"train": train}
+        # quick: the engine's CPU optimiser (AdamW 1e-3), shared by every method so the short
+        # budget converges; paper: the source's SGD schedule and 12 + 12 slices (README.md).
+        return {"train": dict(semisupervised.SOURCE_TRAIN)} if profile == "paper" else {}
 
     def stages(self) -> list[Stage]:
         return [
@@ -129,10 +127,11 @@ class UniMatch(Method):
                 "strong": ((loss_s1 + loss_s2) / 2).detach(),
                 "feature_perturbed": loss_fp.detach(),
             },
-            diagnostics=pseudo_label_diagnostics(
+            diagnostics=semisupervised.pseudo_label_diagnostics(
                 probs_weak, batch.unlabeled_truth, threshold, UNLABELED_WEIGHT
             ),
         )
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        logits: torch.Tensor = self.net(images)
+        return logits

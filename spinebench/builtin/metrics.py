@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from spinebench.engine.metrics import assd, dice, hd95
-from spinebench.hookspecs import hookimpl
+from spinebench.hookspecs import Register, hookimpl
 
 
 @hookimpl
-def spinebench_register_metrics(register) -> None:  # type: ignore[no-untyped-def]
+def spinebench_register_metrics(register: Register) -> None:
     register("dice", dice)
     register("hd95", hd95)
     register("assd", assd)

@@ -14,7 +14,7 @@ from spinebench.builtin.readers import files_with, pair_cases, require_dir
 from spinebench.data.classmap import ClassMap, mrspineseg_class_map
 from spinebench.data.dataset import CaseRef, Dataset
 from spinebench.errors import DataError
-from spinebench.hookspecs import hookimpl
+from spinebench.hookspecs import Register, hookimpl
 
 LAYOUT = "MR/CaseN.nii.gz and Mask/mask_caseN.nii.gz (or train/MR and train/Mask)"
 
@@ -51,5 +51,5 @@ class MRSpineSegDataset(Dataset):
 
 
 @hookimpl
-def spinebench_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def spinebench_register_datasets(register: Register) -> None:
     register("mrspineseg", MRSpineSegDataset)

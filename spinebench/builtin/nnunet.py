@@ -24,7 +24,7 @@ from spinebench.builtin.readers import (
 from spinebench.data.classmap import ClassMap
 from spinebench.data.dataset import CaseRef, inside
 from spinebench.errors import DataError
-from spinebench.hookspecs import hookimpl
+from spinebench.hookspecs import Register, hookimpl
 
 LAYOUT = "dataset.json, imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz"
 CHANNEL = "_0000"
@@ -142,5 +142,5 @@ class NnUNetDataset(RemappedDataset):
 
 
 @hookimpl
-def spinebench_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def spinebench_register_datasets(register: Register) -> None:
     register("nnunet", NnUNetDataset)

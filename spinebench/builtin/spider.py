@@ -15,12 +15,12 @@ so the result is cached under the data's fingerprint.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from spinebench.atomic import write_atomic
 from spinebench.builtin.readers import (
     RemappedDataset,
     files_with,
@@ -32,7 +32,7 @@ from spinebench.builtin.readers import (
 from spinebench.data.classmap import ClassMap
 from spinebench.data.dataset import CaseRef
 from spinebench.errors import ConfigError, DataError
-from spinebench.hookspecs import hookimpl
+from spinebench.hookspecs import Register, hookimpl
 from spinebench.paths import cache_dir
 
 LAYOUT = "images/<patient>_<t1|t2|t2_SPACE>.mha and masks/ with the same names"
@@ -128,10 +128,7 @@ class SpiderDataset(RemappedDataset):
                         f"every mask in {self.root / 'masks'} is empty; check the label files"
                     )
                 self._values = sorted(present)
-                store.parent.mkdir(parents=True, exist_ok=True)
-                tmp = store.with_name(f"{store.name}.tmp{os.getpid()}")
-                tmp.write_text(json.dumps(self._values))
-                os.replace(tmp, store)
+                write_atomic(store, json.dumps(self._values))
         return self._values
 
     def class_map(self) -> ClassMap:
@@ -148,5 +145,5 @@ class SpiderDataset(RemappedDataset):
 
 
 @hookimpl
-def spinebench_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def spinebench_register_datasets(register: Register) -> None:
     register("spider", SpiderDataset)

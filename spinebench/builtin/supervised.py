@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import torch
 
-from spinebench.hookspecs import hookimpl
-from spinebench.losses import SupervisedLoss
-from spinebench.method import Batch, Method, MethodContext, Stage, StepInfo, StepOutput
-from spinebench.models.backbone import build_backbone
+from spinebench.api import (
+    Batch,
+    Method,
+    MethodContext,
+    Register,
+    Stage,
+    StepInfo,
+    StepOutput,
+    SupervisedLoss,
+    build_backbone,
+    hookimpl,
+)
 
 
 class Supervised(Method):
@@ -23,9 +31,10 @@ class Supervised(Method):
         return StepOutput(losses={"loss": self.loss(self.net(batch.image), batch.label)})
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        logits: torch.Tensor = self.net(images)
+        return logits
 
 
 @hookimpl
-def spinebench_register_methods(register) -> None:  # type: ignore[no-untyped-def]
+def spinebench_register_methods(register: Register) -> None:
     register("supervised", Supervised)

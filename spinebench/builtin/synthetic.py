@@ -7,16 +7,16 @@ must hold what ``spinebench data synth`` writes (``images/`` and ``labels/`` NIf
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from spinebench.atomic import atomic_folder
 from spinebench.data.classmap import ClassMap, mrspineseg_class_map
 from spinebench.data.dataset import CaseRef, Dataset
 from spinebench.errors import DataError
-from spinebench.hookspecs import hookimpl
+from spinebench.hookspecs import Register, hookimpl
 from spinebench.paths import cache_dir
 
 
@@ -62,14 +62,11 @@ def ensure_generated(cases: int, seed: int) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
         if not (root / "dataset.json").is_file():
-            tmp = root.with_name(root.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            write_dataset(tmp, cases=cases, seed=seed)
-            shutil.rmtree(root, ignore_errors=True)
-            tmp.rename(root)
+            with atomic_folder(root) as tmp:
+                write_dataset(tmp, cases=cases, seed=seed)
     return root
 
 
 @hookimpl
-def spinebench_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def spinebench_register_datasets(register: Register) -> None:
     register("synthetic", SyntheticDataset)

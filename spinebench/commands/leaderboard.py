@@ -11,8 +11,7 @@ from rich.text import Text
 
 from spinebench.engine.tracking import resolve_uri
 from spinebench.errors import SpinebenchError
-from spinebench.leaderboard import Board, build_boards, check, load_runs
-from spinebench.leaderboard_render import FORMATS, fmt_stat, write
+from spinebench.leaderboard import FORMATS, Board, build_boards, check, fmt_stat, load_runs, write
 
 
 def parse_formats(given: Sequence[str]) -> list[str]:

@@ -1,9 +1,9 @@
 """``spinebench new-plugin``: write a pip-installable method plugin that passes the kit.
 
 The files come from ``spinebench/templates/plugin/*.tmpl`` (``string.Template``: ``$name``
-placeholders, so the Python in them needs no brace escaping). The scaffold uses only the public
-API — ``spinebench.method``, ``build_backbone``, ``SupervisedLoss``, ``hookimpl`` — so what it
-shows a plugin author is exactly what a plugin may rely on.
+placeholders, so the Python in them needs no brace escaping). The scaffold imports only the
+public API, ``spinebench.api``, so what it shows a plugin author is exactly what a plugin may
+rely on.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from spinebench.engine.run import RunRequest, RunResult, execute
+from spinebench.engine.run import execute
+from spinebench.runinfo import RunRequest, RunResult
 
 
 def results_table(result: RunResult) -> Table:

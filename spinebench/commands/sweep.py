@@ -6,8 +6,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from spinebench.engine.run import RunRequest
 from spinebench.errors import SpinebenchError
+from spinebench.runinfo import RunRequest
 from spinebench.sweep import (
     STATUS_STYLES,
     Executor,

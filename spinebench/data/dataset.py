@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -44,10 +44,6 @@ class Volume:
 
 class Dataset:
     """Base class of dataset plugins. Subclasses list cases and read them."""
-
-    #: Whether the labels of unlabeled training cases may be shown as ``pseudo/dice``
-    #: diagnostics (true for data with full ground truth, as all built-in readers have).
-    has_hidden_truth: ClassVar[bool] = True
 
     def __init__(self, data_dir: Path | None, config: dict[str, Any]) -> None:
         self.data_dir = data_dir
@@ -109,7 +105,7 @@ def read_nifti(path: Path) -> nib.Nifti1Image:
     if not path.is_file():
         raise DataError(f"{path}: file not found; check the data folder layout")
     try:
-        img = nib.load(str(path))
+        img = cast(nib.Nifti1Image, nib.load(str(path)))
     except Exception as exc:
         raise DataError(
             f"{path}: not a readable NIfTI file ({type(exc).__name__}); re-export or remove it"

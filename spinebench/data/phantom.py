@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from scipy.interpolate import CubicSpline
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 
+from spinebench.atomic import write_atomic
 from spinebench.data.classmap import mrspineseg_class_map
 
 PHANTOM_VERSION = "1"
@@ -266,7 +266,7 @@ def _sample_anatomy(rng: np.random.Generator, fov_y: float, fov_z: float) -> _An
     concavity = rng.uniform(0.02, 0.08, _N_LEVELS)
 
     modic = np.zeros((_N_LEVELS, 2), dtype=bool)
-    for k in np.flatnonzero(degenerate):
+    for k in map(int, np.flatnonzero(degenerate)):
         if rng.random() < 0.5:
             modic[k, 1] = True  # top of the body below the disc
             modic[k + 1, 0] = rng.random() < 0.7
@@ -407,9 +407,11 @@ class _Scene:
         return np.clip(0.5 - sd / self.px, 0.0, 1.0)
 
     def window(
-        self, cy: float, cz: float, radius: float
+        self, centre: np.ndarray, radius: float
     ) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
-        """Index slices and local grids of a square around (cy, cz), or None if off-image."""
+        """Index slices and local grids of a square around ``centre`` (y, z), or None if
+        off-image."""
+        cy, cz = float(centre[0]), float(centre[1])
         j0 = max(int((cy - radius) / self.dy), 0)
         j1 = min(int((cy + radius) / self.dy) + 2, self.ny)
         k0 = max(int((cz - radius) / self.dz), 0)
@@ -634,7 +636,7 @@ def _draw_posterior_elements(sc: _Scene) -> None:
         h, a, cd, w = an.h[k], an.a[k], an.cd[k], an.w[k]
         c, ph = an.centre[k], an.frame_phi[k]
         anterior = np.array([np.cos(ph), -np.sin(ph)])
-        win = sc.window(*(c - anterior * (a + cd + 20.0)), 50.0 * an.scale)
+        win = sc.window(c - anterior * (a + cd + 20.0), 50.0 * an.scale)
         if win is None:
             continue
         sj, sk, Y, Z = win
@@ -688,7 +690,7 @@ def _draw_discs(sc: _Scene) -> None:
     for k in range(_N_LEVELS - 1):
         lo, hi = k, k + 1
         mid_c = (an.centre[lo] + an.centre[hi]) / 2
-        win = sc.window(*mid_c, 40.0 * an.scale)
+        win = sc.window(mid_c, 40.0 * an.scale)
         if win is None:
             continue
         sj, sk, Y, Z = win
@@ -726,7 +728,7 @@ def _draw_bodies(sc: _Scene) -> None:
     xi = sc.xi
     for k in range(1, _N_LEVELS):
         h, a = an.h[k], an.a[k]
-        win = sc.window(*an.centre[k], (h + a) * 1.1 + 5.0)
+        win = sc.window(an.centre[k], (h + a) * 1.1 + 5.0)
         if win is None:
             continue
         sj, sk, Y, Z = win
@@ -877,18 +879,6 @@ def case_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: no half-written files."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
     """Gzipped NIfTI-1 with qform and sform set; mtime 0 keeps files byte-reproducible."""
     import nibabel as nib
@@ -916,8 +906,8 @@ def write_dataset(
         case = generate_case(case_seed(seed, i), **case_kwargs)
         image_path = out_dir / "images" / f"case_{i:03d}.nii.gz"
         label_path = out_dir / "labels" / f"case_{i:03d}.nii.gz"
-        _atomic_write(image_path, _nifti_bytes(case.image.astype(np.float32), case.affine))
-        _atomic_write(label_path, _nifti_bytes(case.label.astype(np.uint8), case.affine))
+        write_atomic(image_path, _nifti_bytes(case.image.astype(np.float32), case.affine))
+        write_atomic(label_path, _nifti_bytes(case.label.astype(np.uint8), case.affine))
         pairs.append((image_path, label_path))
     meta = {
         "generator": "spinebench-phantom",
@@ -926,7 +916,7 @@ def write_dataset(
         "seed": seed,
         "class_map": mrspineseg_class_map().to_dict(),
     }
-    _atomic_write(out_dir / "dataset.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_atomic(out_dir / "dataset.json", (json.dumps(meta, indent=2) + "\n").encode())
     return pairs
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 
+from spinebench.atomic import atomic_folder
 from spinebench.data.dataset import Dataset, Volume
 from spinebench.errors import DataError
 from spinebench.paths import cache_dir
@@ -50,7 +50,6 @@ class SliceCache:
             cid: CaseInfo(c["start"], c["stop"], tuple(c["native_shape"]), tuple(c["spacing"]))
             for cid, c in meta["cases"].items()
         }
-        self.build_seconds: float = meta["build_seconds"]
         self.images = np.load(root / "images.npy", mmap_mode="r")
         self.labels = np.load(root / "labels.npy", mmap_mode="r")
 
@@ -61,9 +60,6 @@ class SliceCache:
 
     def native_label(self, case_id: str) -> np.ndarray:
         return np.load(self.root / "native" / f"{case_id}.npy", mmap_mode="r")
-
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
 
 def normalise(image: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
@@ -124,9 +120,14 @@ def build_or_load(dataset_name: str, dataset: Dataset, config: dict[str, Any]) -
 
 
 def _build(root: Path, dataset: Dataset, config: dict[str, Any]) -> None:
+    """Preprocess every case into a temporary folder that becomes ``root`` only when all
+    passed, so a bad case leaves no cache behind."""
+    with atomic_folder(root) as tmp:
+        _build_into(tmp, dataset, config)
+
+
+def _build_into(tmp: Path, dataset: Dataset, config: dict[str, Any]) -> None:
     start_time = time.perf_counter()
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "native").mkdir(parents=True)
     size = int(config["data"]["image_size"])
     pct = tuple(config["data"]["clip_percentiles"])
@@ -134,46 +135,41 @@ def _build(root: Path, dataset: Dataset, config: dict[str, Any]) -> None:
     cases = dataset.cases()
     if not cases:
         raise DataError(f"no cases found in {dataset.data_dir}; check the folder layout")
-    try:
-        # One case in memory at a time: each is preprocessed into its own file, then copied
-        # into the two memory-mapped arrays, so memory does not grow with the dataset.
-        parts = tmp / "parts"
-        parts.mkdir()
-        meta_cases, row, any_label = {}, 0, False
-        for case in cases:
-            vol = dataset.load(case)
-            _check_labels(vol, n_classes, str(case.label or case.image))
-            img, lab = resize_slices(normalise(vol.image, pct), vol.label, size)
-            any_label = any_label or bool(lab.any())
-            np.save(parts / f"{case.case_id}.image.npy", img)
-            np.save(parts / f"{case.case_id}.label.npy", lab)
-            np.save(tmp / "native" / f"{case.case_id}.npy", vol.label.astype(np.uint8))
-            meta_cases[case.case_id] = {
-                "start": row,
-                "stop": row + img.shape[0],
-                "native_shape": list(vol.label.shape),
-                "spacing": list(vol.spacing),
-            }
-            row += img.shape[0]
-        if not any_label:
-            raise DataError(f"every mask in {dataset.data_dir} is empty; check the label files")
-        for kind in ("image", "label"):
-            first = np.load(parts / f"{cases[0].case_id}.{kind}.npy", mmap_mode="r")
-            out = np.lib.format.open_memmap(
-                tmp / f"{kind}s.npy", mode="w+", dtype=first.dtype, shape=(row, size, size)
-            )
-            for case_id, where in meta_cases.items():
-                out[where["start"] : where["stop"]] = np.load(parts / f"{case_id}.{kind}.npy")
-            out.flush()
-            del out
-        shutil.rmtree(parts)
-        meta = {
-            "image_size": size,
-            "cases": meta_cases,
-            "build_seconds": round(time.perf_counter() - start_time, 3),
+    # One case in memory at a time: each is preprocessed into its own file, then copied
+    # into the two memory-mapped arrays, so memory does not grow with the dataset.
+    parts = tmp / "parts"
+    parts.mkdir()
+    meta_cases, row, any_label = {}, 0, False
+    for case in cases:
+        vol = dataset.load(case)
+        _check_labels(vol, n_classes, str(case.label or case.image))
+        img, lab = resize_slices(normalise(vol.image, pct), vol.label, size)
+        any_label = any_label or bool(lab.any())
+        np.save(parts / f"{case.case_id}.image.npy", img)
+        np.save(parts / f"{case.case_id}.label.npy", lab)
+        np.save(tmp / "native" / f"{case.case_id}.npy", vol.label.astype(np.uint8))
+        meta_cases[case.case_id] = {
+            "start": row,
+            "stop": row + img.shape[0],
+            "native_shape": list(vol.label.shape),
+            "spacing": list(vol.spacing),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        row += img.shape[0]
+    if not any_label:
+        raise DataError(f"every mask in {dataset.data_dir} is empty; check the label files")
+    for kind in ("image", "label"):
+        first = np.load(parts / f"{cases[0].case_id}.{kind}.npy", mmap_mode="r")
+        out = np.lib.format.open_memmap(
+            tmp / f"{kind}s.npy", mode="w+", dtype=first.dtype, shape=(row, size, size)
+        )
+        for case_id, where in meta_cases.items():
+            out[where["start"] : where["stop"]] = np.load(parts / f"{case_id}.{kind}.npy")
+        out.flush()
+        del out
+    shutil.rmtree(parts)
+    meta = {
+        "image_size": size,
+        "cases": meta_cases,
+        "build_seconds": round(time.perf_counter() - start_time, 3),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta))

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from spinebench.atomic import write_atomic
 from spinebench.errors import SpinebenchError
 
 KEEP_DIGESTS = 3
@@ -43,28 +43,6 @@ def _recorded(folder: Path, name: str) -> list[str]:
     return path.read_text().split() if path.is_file() else []
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(folder: Path, stem: str, write: Any) -> Path:
-    """Write through ``write(file)`` into a fresh temporary file in ``folder``; fsync it."""
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
 def save(state: dict[str, Any], folder: Path, name: str = "last") -> Path:
     """Atomically write ``state`` as ``folder/<name>.pt``; a former ``last`` becomes ``prev``.
 
@@ -73,27 +51,22 @@ def save(state: dict[str, Any], folder: Path, name: str = "last") -> Path:
     becomes a one-line error.
     """
     path = folder / f"{name}.pt"
-    temporary: list[Path] = []
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = _write_synced(folder, name, lambda f: torch.save(state, f))
-        temporary.append(tmp)
+
+    def record_and_rotate(tmp: Path) -> None:
         digests = [*_recorded(folder, name), _sha256(tmp)][-KEEP_DIGESTS:]
-        sidecar = _write_synced(folder, name, lambda f: f.write("\n".join(digests).encode()))
-        temporary.append(sidecar)
-        os.replace(sidecar, _digest_file(folder, name))
+        write_atomic(_digest_file(folder, name), "\n".join(digests), fsync=True)
         if name == "last" and path.exists():
             os.replace(path, folder / "prev.pt")
-        os.replace(tmp, path)
-        _fsync_dir(folder)
+
+    try:
+        write_atomic(
+            path, lambda f: torch.save(state, f), fsync=True, before_replace=record_and_rotate
+        )
     except OSError as exc:
         raise SpinebenchError(
             f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous checkpoint "
             "is kept: free disk space, then rerun the same command to resume"
         ) from None
-    finally:
-        for leftover in temporary:
-            leftover.unlink(missing_ok=True)
     return path
 
 
@@ -102,20 +75,26 @@ def is_intact(path: Path) -> bool:
     return path.is_file() and _sha256(path) in _recorded(path.parent, path.stem)
 
 
-def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load any checkpoint file safely: tensors and plain containers only, never code."""
+def load_file(
+    path: Path, map_location: str | torch.device = "cpu", *, shown_as: str | None = None
+) -> dict[str, Any]:
+    """Load any checkpoint file safely: tensors and plain containers only, never code.
+
+    ``shown_as`` names the file in errors when ``path`` is a local copy (a run's artifact).
+    """
+    name = shown_as or str(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         why = [ln for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
         raise SpinebenchError(
-            f"{path} was refused: it holds objects other than tensors and plain containers "
+            f"{name} was refused: it holds objects other than tensors and plain containers "
             f"({(why or ['unsafe content'])[0].strip()[:160]}); spinebench never writes such "
             "files, so delete it"
         ) from None
     except (RuntimeError, EOFError, ValueError) as exc:
         raise SpinebenchError(
-            f"{path} is not a readable checkpoint ({type(exc).__name__}: "
+            f"{name} is not a readable checkpoint ({type(exc).__name__}: "
             f"{str(exc).split('. ')[0][:120]}); it is truncated or not a torch file: delete it"
         ) from None
 

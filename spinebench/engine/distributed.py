@@ -85,10 +85,6 @@ class Distributed:
         for tensor in [*module.parameters(), *module.buffers()]:
             dist.broadcast(tensor.data, src=0)
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier(group=self.control)
-
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()

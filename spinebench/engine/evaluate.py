@@ -7,11 +7,9 @@ metric. Model selection uses the val split; the test split is scored once, at th
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +17,10 @@ import torch.nn.functional as F
 
 from spinebench.data.classmap import ClassMap
 from spinebench.data.slices import SliceCache
-from spinebench.method import Method
-
-MetricFn = Callable[[np.ndarray, np.ndarray, Sequence[int], Sequence[float]], dict[int, float]]
+from spinebench.engine.runtime import Runtime
+from spinebench.hookspecs import MetricFn
+from spinebench.method import Method, Stage
+from spinebench.stats import nanmean
 
 
 @torch.no_grad()
@@ -73,11 +72,6 @@ def score_case(
     return {name: fn(pred, truth, class_map.ids, spacing) for name, fn in metrics.items()}
 
 
-def nanmean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
 def summarize(
     per_case: dict[str, dict[str, dict[int, float]]], class_map: ClassMap, prefix: str
 ) -> dict[str, float]:
@@ -88,7 +82,7 @@ def summarize(
         return out
     metric_names = next(iter(per_case.values())).keys()
     for metric in metric_names:
-        case_means = [nanmean(list(scores[metric].values())) for scores in per_case.values()]
+        case_means = [nanmean(scores[metric].values()) for scores in per_case.values()]
         out[f"{prefix}/{metric}"] = nanmean(case_means)
         for cls in class_map.classes:
             value = nanmean([scores[metric][cls.id] for scores in per_case.values()])
@@ -123,71 +117,46 @@ def evaluate(
         method.train(was_training)
 
 
-def write_per_case_csv(
-    path: Path, per_case: dict[str, dict[str, dict[int, float]]], class_map: ClassMap
-) -> None:
-    """One row per case: the foreground mean of each metric, then each class's value."""
-    metric_names = list(next(iter(per_case.values())).keys())
-    header = (
-        ["case"] + metric_names + [f"{m}/{c.name}" for m in metric_names for c in class_map.classes]
-    )
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for cid, scores in per_case.items():
-            row: list[object] = [cid]
-            row += [nanmean(list(scores[m].values())) for m in metric_names]
-            row += [scores[m][c.id] for m in metric_names for c in class_map.classes]
-            writer.writerow(row)
-
-
-def save_overlays(
-    folder: Path,
+def validate(
+    method: Method,
+    stage: Stage,
     cache: SliceCache,
-    preds: dict[str, np.ndarray],
+    case_ids: Sequence[str],
     class_map: ClassMap,
-    count: int,
-) -> list[Path]:
-    """Middle-slice PNGs (image, truth, prediction) of the first ``count`` cases."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    cmap = plt.get_cmap("tab20", class_map.num_classes)
-    written = []
-    for cid in list(preds)[:count]:
-        info = cache.cases[cid]
-        mid = (info.stop - info.start) // 2
-        truth = np.asarray(cache.native_label(cid)[mid])
-        pred = preds[cid][mid]
-        image = np.array(cache.images[info.start + mid])
-        image = F.interpolate(
-            torch.from_numpy(image)[None, None],
-            size=truth.shape,
-            mode="bilinear",
-            align_corners=False,
-        )[0, 0].numpy()
-        fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
-        for ax, title, lab in zip(
-            axes, ("image", "ground truth", "prediction"), (None, truth, pred), strict=True
-        ):
-            ax.imshow(image, cmap="gray")
-            if lab is not None:
-                ax.imshow(
-                    np.ma.masked_equal(lab, 0),
-                    cmap=cmap,
-                    vmin=0,
-                    vmax=class_map.num_classes - 1,
-                    alpha=0.5,
-                    interpolation="nearest",
-                )
-            ax.set_title(f"{cid}: {title}", fontsize=8)
-            ax.axis("off")
-        fig.tight_layout()
-        path = folder / f"overlay_{cid}.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
-    return written
+    dice: MetricFn,
+    runtime: Runtime,
+    batch_size: int,
+) -> dict[str, float]:
+    """A stage's validation numbers: 3D ``val/dice`` for a segmenting stage, else the
+    method's :meth:`~spinebench.method.Method.validate_stage` averaged over val slices."""
+    if stage.segments:
+        scores, _ = evaluate(
+            method,
+            cache,
+            case_ids,
+            class_map,
+            {"dice": dice},
+            runtime.device,
+            batch_size,
+            runtime.autocast(),
+        )
+        return {"val/dice": summarize(scores, class_map, "val")["val/dice"]}
+    rows = cache.slice_indices(list(case_ids))
+    totals: dict[str, float] = {}
+    was_training = method.training
+    method.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                idx = rows[start : start + batch_size]
+                images = torch.from_numpy(np.array(cache.images[idx]))[:, None]
+                labels = torch.from_numpy(cache.labels[idx].astype("int64"))
+                with runtime.autocast()():
+                    values = method.validate_stage(
+                        stage, images.to(runtime.device), labels.to(runtime.device)
+                    )
+                for k, v in values.items():
+                    totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
+    finally:
+        method.train(was_training)
+    return {f"val/{stage.prefix}{k}": v / max(len(rows), 1) for k, v in totals.items()}

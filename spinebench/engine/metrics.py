@@ -10,7 +10,7 @@ class that is missing somewhere scores, and feeds MONAI small binary masks.
 Conventions (the project's contract, DESIGN.md "Metrics"; the README must state them too):
 
 - class absent from both prediction and ground truth: NaN for Dice, HD95 and ASSD, so that
-  ``mean_foreground`` leaves it out of the mean (there is nothing to get right or wrong);
+  ``spinebench.stats.nanmean`` leaves it out of the mean (nothing to get right or wrong);
 - class present in exactly one of them: Dice 0, HD95 and ASSD equal the image diagonal in mm,
   ``sqrt(sum((shape_i * spacing_i) ** 2))`` -- the largest distance the image can hold, so a missed
   or hallucinated structure is the worst finite score and means stay finite;
@@ -45,9 +45,6 @@ from monai.metrics import (
 )
 from scipy import ndimage
 
-MetricFn = Callable[[np.ndarray, np.ndarray, Sequence[int], Sequence[float]], dict[int, float]]
-"""What a metric plugin registers: (pred, truth, class_ids, spacing) -> value per class."""
-
 _Box = tuple[slice, ...]
 # Scores a pair of present, cropped masks of shape (1, 1, *spatial) for one class.
 _Scorer = Callable[[torch.Tensor, torch.Tensor, list[float]], torch.Tensor]
@@ -76,16 +73,6 @@ def assd(
 ) -> dict[int, float]:
     """Average symmetric surface distance per class, in mm (typical boundary error)."""
     return _per_class(pred, truth, class_ids, spacing, _assd_scorer, one_sided=_diagonal)
-
-
-def mean_foreground(values: dict[int, float]) -> float:
-    """Mean over foreground classes, skipping NaN (absent everywhere) and background id 0.
-
-    Returns NaN when no class is left, e.g. a case where no foreground class occurs at all, so that
-    the caller can in turn skip the case instead of counting it as perfect or as failed.
-    """
-    kept = [float(v) for c, v in values.items() if c != 0 and not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else math.nan
 
 
 def _dice_scorer(p: torch.Tensor, t: torch.Tensor, spacing: list[float]) -> torch.Tensor:

@@ -96,7 +96,7 @@ class StageProgress:
         eta = (total - iteration) / rate if rate > 0 else float("nan")
         loss = "-" if self._loss is None else f"{self._loss:.4f}"
         self.console.print(
-            f"{self._stage.name} {iteration}/{total} loss {loss} {rate:.2f} it/s eta {_clock(eta)}",
+            f"{self._stage.name} {iteration}/{total} loss {loss} {rate:.2f} it/s eta {clock(eta)}",
             highlight=False,
             soft_wrap=True,
         )
@@ -104,7 +104,8 @@ class StageProgress:
         self._next_tenth = self._tenth_after(iteration)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``h:mm:ss``; ``-`` for NaN (no rate yet)."""
     if seconds != seconds:  # NaN: no rate yet
         return "-"
     minutes, secs = divmod(int(seconds), 60)

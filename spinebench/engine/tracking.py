@@ -1,21 +1,28 @@
-"""MLflow tracking, laid out as DESIGN.md says; only the engine (rank 0) talks to it.
+"""MLflow tracking, laid out as DESIGN.md says: the only module that imports ``mlflow``.
+
+Everything else reaches the store through :class:`Tracker`: the engine logs one run, sweeps
+look up finished cells, the leaderboard reads finished runs and their ``per_case.csv``, predict
+and reproduce fetch a run's record and artifacts. :class:`NullTracker` is the same interface
+for what must not track (ranks other than 0 of a distributed run, the conformance kit).
 
 The default store is ``sqlite:///spinebench-runs/mlflow.db`` with artifacts in
-``spinebench-runs/artifacts``. MLflow is imported lazily: it is slow to import.
-
-Opening a store is serialised per sqlite file: MLflow 3 creates and migrates a new database
-without a lock, and two processes doing it at once fail ("duplicate column name", seen with
-MLflow 3.17; hydraflow issue #245 reports the same), as do two creating one experiment.
+``spinebench-runs/artifacts``. MLflow is imported lazily: it is slow to import. Opening a store
+is serialised per sqlite file: MLflow 3 creates and migrates a new database without a lock, and
+two processes doing it at once fail ("duplicate column name", seen with MLflow 3.17; hydraflow
+issue #245 reports the same), as do two creating one experiment.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from filelock import FileLock
 
@@ -23,7 +30,120 @@ from spinebench.config import flatten
 from spinebench.errors import SpinebenchError
 from spinebench.paths import runs_dir
 
-TAG = "spinebench."
+
+class Tag:
+    """Every tag name spinebench writes or reads, defined once."""
+
+    PREFIX = "spinebench."
+    METHOD = "spinebench.method"
+    DATASET = "spinebench.dataset"
+    LABELED = "spinebench.labeled"
+    SEED = "spinebench.seed"
+    SPLIT_HASH = "spinebench.split_hash"
+    CONFIG_HASH = "spinebench.config_hash"
+    VERSION = "spinebench.version"
+    PLUGIN = "spinebench.plugin"
+    PROFILE = "spinebench.profile"
+    VARIANT = "spinebench.variant"
+    DATA_CACHE = "spinebench.data_cache"
+    RESUMED = "spinebench.resumed"
+    ERROR = "spinebench.error"
+    REPRODUCES = "spinebench.reproduces"
+    GIT_COMMIT = "mlflow.source.git.commit"
+
+    @staticmethod
+    def stage_cache(stage: str) -> str:
+        """``hit`` or ``miss`` of a stage's cache."""
+        return f"spinebench.stage_cache.{stage}"
+
+    @staticmethod
+    def stage_source(stage: str) -> str:
+        """The file or run a stage was loaded from (``Stage.load_from``)."""
+        return f"spinebench.stage_source.{stage}"
+
+
+UNFINISHED = ("RUNNING", "FAILED", "KILLED")
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """A run as the store records it."""
+
+    run_id: str
+    experiment: str
+    status: str
+    start_time: int
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+class Tracker(Protocol):
+    """One experiment of a tracking store (or every experiment, for reading), and the run this
+    process logs to."""
+
+    uri: str
+    run_id: str | None
+
+    # -- the run this process logs ------------------------------------------------------------
+    def start(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        resume_id: str | None = None,
+    ) -> str: ...
+    def log_metrics(self, values: dict[str, float], step: int) -> None: ...
+    def set_tag(self, key: str, value: str) -> None: ...
+    def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
+    def end(self, status: str, error: str | None = None) -> None: ...
+
+    # -- queries -------------------------------------------------------------------------------
+    def find_unfinished(self, config_hash: str) -> str | None:
+        """The newest RUNNING/FAILED/KILLED run with this config hash, to resume."""
+        ...
+
+    def find_unfinished_by_name(self, run_name: str) -> tuple[str, dict[str, str]] | None:
+        """The newest unfinished run of this name and its params (to explain a refused resume)."""
+        ...
+
+    def find_finished(self, config_hash: str) -> str | None:
+        """The newest FINISHED run with this config hash."""
+        ...
+
+    def finished_runs(self) -> dict[str, str]:
+        """Config hash -> the newest FINISHED run with it."""
+        ...
+
+    def runs(self, status: str = "FINISHED") -> list[TrackedRun]:
+        """Every spinebench run with ``status``, oldest first."""
+        ...
+
+    def get_run(self, run_id: str) -> TrackedRun | None: ...
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """Every ``(step, value)`` logged for ``key``, in step order."""
+        ...
+
+    def tag_run(self, run_id: str, key: str, value: str) -> None: ...
+    def list_artifacts(self, run_id: str, folder: str) -> list[str]: ...
+    def download(self, run_id: str, artifact: str, folder: Path) -> Path | None:
+        """The artifact's local copy in ``folder``, or None when the run has no such file."""
+        ...
+
+
+def source_commit() -> str | None:
+    """The git commit of the installed source tree (``Tag.GIT_COMMIT``), when it is a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -32,34 +152,50 @@ def resolve_uri(uri: str | None) -> str:
         return uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    root = runs_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    return f"sqlite:///{runs_dir() / 'mlflow.db'}"
 
 
 def experiment_name(dataset: str, experiment: str | None) -> str:
     return experiment or f"spinebench/{dataset}"
 
 
-class Tracker:
-    """One MLflow run: create or resume, log, end with a status."""
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative or absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
-    def __init__(self, uri: str, experiment: str) -> None:
-        import logging
 
+def store_exists(uri: str) -> bool:
+    """False only for a sqlite store whose file is missing (a server is checked on use)."""
+    db = sqlite_file(uri)
+    return db is None or db.is_file()
+
+
+class MlflowTracker:
+    """:class:`Tracker` over MLflow. ``experiment=None`` reads every experiment of the store;
+    ``create=False`` refuses a sqlite store that does not exist instead of creating it."""
+
+    def __init__(self, uri: str, experiment: str | None, *, create: bool = True) -> None:
+        if not create and not store_exists(uri):
+            raise SpinebenchError(
+                f"no tracking store at {uri}; run `spinebench run` or `spinebench sweep` "
+                "first, or pass --tracking-uri"
+            )
         import mlflow
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own output
         self.uri = uri
-        self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)
         try:
             with _opening(uri), _fail_fast_http():
                 self.client = MlflowClient(tracking_uri=uri)  # a new sqlite store is made here
-                self.experiment_id = self._experiment_id(experiment)
+                self.experiments = self._experiments(experiment, create)
+        except SpinebenchError:
+            raise
         except Exception as exc:
             raise SpinebenchError(
                 f"tracking store {uri} is unreachable ({type(exc).__name__}: "
@@ -68,45 +204,35 @@ class Tracker:
             ) from None
         self.run_id: str | None = None
 
-    def _experiment_id(self, name: str) -> str:
-        """The experiment's id, creating it (another process may create it at the same time)."""
+    @property
+    def experiment_id(self) -> str:
+        """The experiment runs are logged to (a tracker for one experiment)."""
+        if len(self.experiments) != 1:
+            raise RuntimeError("this tracker reads several experiments; name one to log to")
+        return next(iter(self.experiments))
+
+    def _experiments(self, name: str | None, create: bool) -> dict[str, str]:
+        """Experiment id -> name: the named one (created if allowed), or every experiment."""
+        if name is None:
+            return {e.experiment_id: e.name for e in self.client.search_experiments()}
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
-            return exp.experiment_id
-        db = _sqlite_file(self.uri)
+            return {exp.experiment_id: name}
+        if not create:
+            raise SpinebenchError(
+                f"experiment {name!r} does not exist at {self.uri}; check --experiment"
+            )
+        db = sqlite_file(self.uri)
         location = (db.parent.resolve() / "artifacts").as_uri() if db else None
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
+        try:  # another process may create it at the same time
+            return {self.client.create_experiment(name, artifact_location=location): name}
         except Exception:
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 raise
-            return exp.experiment_id
+            return {exp.experiment_id: name}
 
-    def find_unfinished(self, config_hash: str) -> str | None:
-        """The newest RUNNING/FAILED/KILLED run with this config hash, to resume."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{TAG}config_hash` = '{config_hash}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if runs and runs[0].info.status in ("RUNNING", "FAILED", "KILLED"):
-            return runs[0].info.run_id
-        return None
-
-    def find_unfinished_by_name(self, run_name: str) -> tuple[str, dict[str, str]] | None:
-        """The newest unfinished run of this name and its params (to explain a refused resume)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"attributes.run_name = '{run_name}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if runs and runs[0].info.status in ("RUNNING", "FAILED", "KILLED"):
-            return runs[0].info.run_id, dict(runs[0].data.params)
-        return None
-
+    # -- the run -------------------------------------------------------------------------------
     def start(
         self,
         run_name: str,
@@ -117,7 +243,7 @@ class Tracker:
         if resume_id:
             self.run_id = resume_id
             self.client.update_run(resume_id, status="RUNNING")
-            self.client.set_tag(resume_id, f"{TAG}resumed", "true")
+            self.client.set_tag(resume_id, Tag.RESUMED, "true")
             return resume_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
@@ -128,38 +254,191 @@ class Tracker:
             self.client.log_batch(self.run_id, params=flat[i : i + 100])
         return self.run_id
 
+    def _own(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("start() the run before logging to it")
+        return self.run_id
+
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [Metric(_safe(k), float(v), now, step) for k, v in values.items()]
         for i in range(0, len(metrics), 500):
-            self.client.log_batch(self.run_id, metrics=metrics[i : i + 500])
+            self.client.log_batch(self._own(), metrics=metrics[i : i + 500])
 
     def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
+        self.client.set_tag(self._own(), key, value)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), folder)
+        self.client.log_artifact(self._own(), str(path), folder)
 
     def end(self, status: str, error: str | None = None) -> None:
         if self.run_id is None:
             return
         if error:
-            self.client.set_tag(self.run_id, f"{TAG}error", error[:5000])
+            self.client.set_tag(self.run_id, Tag.ERROR, error[:5000])
         self.client.set_terminated(self.run_id, status=status)
 
+    # -- queries -------------------------------------------------------------------------------
+    def _search(self, filter_string: str, **kwargs: Any) -> Iterator[Any]:
+        token = None
+        while True:
+            page = self.client.search_runs(
+                list(self.experiments), filter_string, page_token=token, **kwargs
+            )
+            yield from page
+            token = page.token
+            if not token or kwargs.get("max_results", 1000) < 1000:
+                return
 
-def _sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (relative or absolute), else None."""
-    if not uri.startswith("sqlite:///"):
+    def _newest(self, filter_string: str) -> Any:
+        found = list(
+            self._search(filter_string, order_by=["attributes.start_time DESC"], max_results=1)
+        )
+        return found[0] if found else None
+
+    def find_unfinished(self, config_hash: str) -> str | None:
+        run = self._newest(f"tags.`{Tag.CONFIG_HASH}` = '{config_hash}'")
+        return run.info.run_id if run is not None and run.info.status in UNFINISHED else None
+
+    def find_unfinished_by_name(self, run_name: str) -> tuple[str, dict[str, str]] | None:
+        run = self._newest(f"attributes.run_name = '{run_name}'")
+        if run is not None and run.info.status in UNFINISHED:
+            return run.info.run_id, dict(run.data.params)
         return None
-    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+    def find_finished(self, config_hash: str) -> str | None:
+        run = self._newest(
+            f"tags.`{Tag.CONFIG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED'"
+        )
+        return run.info.run_id if run is not None else None
+
+    def finished_runs(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for run in self.runs("FINISHED"):  # oldest first: the newest wins
+            digest = run.tags.get(Tag.CONFIG_HASH)
+            if digest:
+                out[digest] = run.run_id
+        return out
+
+    def runs(self, status: str = "FINISHED") -> list[TrackedRun]:
+        found = self._search(
+            f"attributes.status = '{status}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1000,
+        )
+        return [r for r in map(self._record, found) if Tag.METHOD in r.tags]
+
+    def _record(self, run: Any) -> TrackedRun:
+        return TrackedRun(
+            run_id=run.info.run_id,
+            experiment=self.experiments.get(run.info.experiment_id, run.info.experiment_id),
+            status=run.info.status,
+            start_time=run.info.start_time or 0,
+            tags=dict(run.data.tags),
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+        )
+
+    def get_run(self, run_id: str) -> TrackedRun | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        if run.info.experiment_id not in self.experiments:
+            exp = self.client.get_experiment(run.info.experiment_id)
+            self.experiments = {**self.experiments, exp.experiment_id: exp.name}
+        return self._record(run)
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        history = self.client.get_metric_history(run_id, key)
+        return sorted((m.step, m.value) for m in history)
+
+    def tag_run(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def list_artifacts(self, run_id: str, folder: str) -> list[str]:
+        try:
+            return [a.path for a in self.client.list_artifacts(run_id, folder)]
+        except Exception:  # no such run or folder
+            return []
+
+    def download(self, run_id: str, artifact: str, folder: Path) -> Path | None:
+        from mlflow.exceptions import MlflowException
+
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
+        except (MlflowException, OSError):
+            return None
+
+
+class NullTracker:
+    """A :class:`Tracker` that records nothing and knows no runs: ranks other than 0 of a
+    distributed run (rank 0 tracks the run) and the conformance kit."""
+
+    def __init__(self, uri: str = "") -> None:
+        self.uri = uri
+        self.run_id: str | None = None
+
+    def start(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        resume_id: str | None = None,
+    ) -> str:
+        return ""
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def set_tag(self, key: str, value: str) -> None:
+        pass
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        pass
+
+    def end(self, status: str, error: str | None = None) -> None:
+        pass
+
+    def find_unfinished(self, config_hash: str) -> str | None:
+        return None
+
+    def find_unfinished_by_name(self, run_name: str) -> tuple[str, dict[str, str]] | None:
+        return None
+
+    def find_finished(self, config_hash: str) -> str | None:
+        return None
+
+    def finished_runs(self) -> dict[str, str]:
+        return {}
+
+    def runs(self, status: str = "FINISHED") -> list[TrackedRun]:
+        return []
+
+    def get_run(self, run_id: str) -> TrackedRun | None:
+        return None
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return []
+
+    def tag_run(self, run_id: str, key: str, value: str) -> None:
+        pass
+
+    def list_artifacts(self, run_id: str, folder: str) -> list[str]:
+        return []
+
+    def download(self, run_id: str, artifact: str, folder: Path) -> Path | None:
+        return None
 
 
 def _opening(uri: str) -> FileLock | nullcontext[None]:
     """A lock next to a sqlite store, so one process at a time creates or migrates it."""
-    db = _sqlite_file(uri)
+    db = sqlite_file(uri)
     if db is None:
         return nullcontext()
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -186,26 +465,3 @@ def _fail_fast_http() -> Iterator[None]:
 def _safe(name: str) -> str:
     """MLflow metric names allow ``/`` but not every character; class names may have spaces."""
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
-
-
-class NullTracker:
-    """What ranks other than 0 of a distributed run track: nothing (rank 0 tracks the run)."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.run_id: str | None = None
-
-    def start(self, run_name: str, tags: dict[str, str], params: dict[str, Any], **_: Any) -> str:
-        return ""
-
-    def log_metrics(self, values: dict[str, float], step: int) -> None:
-        pass
-
-    def set_tag(self, key: str, value: str) -> None:
-        pass
-
-    def log_artifact(self, path: Path, folder: str | None = None) -> None:
-        pass
-
-    def end(self, status: str, error: str | None = None) -> None:
-        pass

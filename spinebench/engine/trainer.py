@@ -1,26 +1,27 @@
-"""The training loop of one stage: steps, schedule, logging, validation, checkpoints."""
+"""The training loop of one stage: steps, schedule, logging, validation, checkpoint cadence.
+
+The loop writes nothing itself: it hands states to a :class:`CheckpointSink` (the engine's
+writes files, the conformance kit's is absent) and logged values to a callback.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from spinebench.data.streams import TrainStreams
-from spinebench.engine import checkpoint
 from spinebench.engine.distributed import SINGLE, Distributed
 from spinebench.engine.perf import PerfMeter
-from spinebench.engine.runtime import Runtime, rng_state, set_rng_state
-from spinebench.errors import ConfigError, NonFiniteLossError, SpinebenchError
-from spinebench.method import Method, Stage, StepInfo
+from spinebench.engine.progress import StageProgress
+from spinebench.engine.runtime import Runtime, set_rng_state
+from spinebench.errors import ConfigError, NonFiniteLossError, PluginError, SpinebenchError
+from spinebench.method import Batch, Method, Stage, StepInfo, StepOutput
 
 
 class Interrupted(SpinebenchError):
@@ -91,20 +92,62 @@ def build_optimizer(
     return opt, sched
 
 
+class CheckpointSink(Protocol):
+    """Where the loop sends the states it would have a run keep."""
+
+    def save_best(self, method: Method) -> None:
+        """The method after the best validation score so far."""
+
+    def save(
+        self,
+        method: Method,
+        state: TrainState,
+        opt: torch.optim.Optimizer | None,
+        sched: Any,
+        streams: TrainStreams,
+    ) -> None:
+        """Everything needed to resume here (at a stage boundary there is no optimiser)."""
+
+
+class StepObserver(Protocol):
+    """Watches each step from outside the method (the conformance kit's rules)."""
+
+    def before_step(self, method: Method, stage: Stage, batch: Batch, step: StepInfo) -> None: ...
+    def after_forward(self, stage: Stage, step: StepInfo, out: StepOutput) -> None: ...
+    def after_backward(self, stage: Stage, step: StepInfo, params: list[torch.Tensor]) -> None: ...
+
+
 @dataclass
 class StageContext:
-    """What the loop needs beyond the method: data, runtime, callbacks into the engine."""
+    """What the loop needs beyond the method: data, runtime, callbacks into the engine.
+
+    ``max_steps`` caps the steps this call trains (the kit's short checks); ``checkpoints``
+    None keeps nothing; ``observer`` sees every step.
+    """
 
     streams: TrainStreams
     runtime: Runtime
     train: dict[str, Any]
-    checkpoint_dir: Path
     log: Callable[[dict[str, float], int], None]
     validate: Callable[[Stage], dict[str, float]]
-    progress: Any  # spinebench.engine.progress.StageProgress
+    progress: StageProgress
     stop: StopFlag
+    checkpoints: CheckpointSink | None = None
     global_step_offset: int = 0
     dist: Distributed = SINGLE
+    max_steps: int | None = None
+    observer: StepObserver | None = None
+
+
+def _outputs(out: Any, stage: Stage, it: int) -> StepOutput:
+    """A step's output, or a one-line error naming the broken promise."""
+    if not isinstance(out, StepOutput) or "loss" not in out.losses:
+        got = type(out).__name__ if not isinstance(out, StepOutput) else sorted(out.losses)
+        raise PluginError(
+            f"training_step of stage {stage.name!r} at iteration {it} returned {got}; it must "
+            "return a StepOutput whose losses hold 'loss' (check it with spinebench.testing)"
+        )
+    return out
 
 
 def run_stage(
@@ -114,12 +157,12 @@ def run_stage(
     ctx: StageContext,
     resume: dict[str, Any] | None,
 ) -> None:
-    """Train ``stage`` from ``state.iteration`` to its budget.
+    """Train ``stage`` from ``state.iteration`` to its budget (or ``ctx.max_steps`` steps).
 
     ``resume``: a checkpoint written inside this stage; its model, optimiser, schedule and
     random state replace the fresh ones, so the run goes on exactly as if never stopped.
     """
-    train, dist = ctx.train, ctx.dist
+    train, dist, observer = ctx.train, ctx.dist, ctx.observer
     method.on_stage_start(stage)
     opt, sched = build_optimizer(method, stage, train)
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -134,21 +177,26 @@ def run_stage(
     ckpt_every = int(train["checkpoint_every"])
     check_every_step = ctx.runtime.device.type == "cpu" or train["skip_nonfinite"]
     perf = PerfMeter(ctx.runtime.device)
-    sums: dict[str, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor | float] = {}
     count = 0
     ctx.progress.start(stage, state.iteration)
     it = state.iteration
-    while it < stage.iterations:
+    end = stage.iterations if ctx.max_steps is None else min(stage.iterations, it + ctx.max_steps)
+    while it < end:
         perf.data_start()
         batch = ctx.streams.next(stage.unlabeled, stage.strong_views)
         if ctx.runtime.channels_last:
             batch.image = batch.image.contiguous(memory_format=torch.channels_last)
         perf.data_end()
         step = StepInfo(it, stage.iterations)
+        if observer is not None:
+            observer.before_step(method, stage, batch, step)
         if train["skip_nonfinite"]:  # a skipped step must not leave NaN in BatchNorm statistics
             buffers = {k: v.clone() for k, v in method.named_buffers()}
         with autocast():
-            out = method.training_step(stage, batch, step)
+            out = _outputs(method.training_step(stage, batch, step), stage, it)
+        if observer is not None:
+            observer.after_forward(stage, step, out)
         loss = out.losses["loss"]
         finite = not check_every_step or not dist.any(not bool(torch.isfinite(loss)))
         if not finite and not train["skip_nonfinite"]:
@@ -165,13 +213,15 @@ def run_stage(
         opt.zero_grad(set_to_none=True)
         if finite:
             loss.backward()
+            if observer is not None:
+                observer.after_backward(stage, step, params)
             dist.average_gradients(params)
             opt.step()
             method.after_optimizer_step(stage, step)
             for k, v in out.losses.items():
                 sums[stage.prefix + k] = sums.get(stage.prefix + k, 0) + v.detach().float()
-            for k, v in out.diagnostics.items():
-                sums[k] = sums.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else v)
+            for k, d in out.diagnostics.items():
+                sums[k] = sums.get(k, 0) + (d.detach().float() if torch.is_tensor(d) else d)
             count += 1
         else:  # train.skip_nonfinite: no update, but the schedule and the budget move on
             state.skipped_steps += 1
@@ -196,16 +246,17 @@ def run_stage(
             sums, count = {}, 0
         else:
             ctx.progress.update(it, None)
-        if dist.main and (it % val_every == 0 or it == stage.iterations):
+        if dist.main and (it % val_every == 0 or it == end):
             scores = ctx.validate(stage)
             ctx.log(scores, ctx.global_step_offset + it)
             score = scores.get("val/dice")
             if stage.segments and score is not None and score > state.best_score:
                 state.best_score, state.best_iteration = score, it
-                checkpoint.save({"method": method.state_dict()}, ctx.checkpoint_dir, "best")
+                if ctx.checkpoints is not None:
+                    ctx.checkpoints.save_best(method)
         stopping = dist.any(ctx.stop.signal is not None)  # every rank stops at the same step
-        if dist.main and (it % ckpt_every == 0 or stopping):
-            save_checkpoint(method, state, opt, sched, ctx.streams, ctx.checkpoint_dir)
+        if ctx.checkpoints is not None and dist.main and (it % ckpt_every == 0 or stopping):
+            ctx.checkpoints.save(method, state, opt, sched, ctx.streams)
         if stopping:
             raise Interrupted(
                 f"stopped by signal {ctx.stop.signal or 'on another rank'} in stage "
@@ -213,34 +264,3 @@ def run_stage(
                 "command to resume"
             )
     ctx.progress.finish(stage)
-
-
-def save_checkpoint(
-    method: Method,
-    state: TrainState,
-    opt: torch.optim.Optimizer | None,
-    sched: Any,
-    streams: TrainStreams,
-    folder: Path,
-) -> None:
-    """Everything needed to continue exactly here; at a stage boundary there is no optimiser."""
-    checkpoint.save(
-        {
-            "method": method.state_dict(),
-            "optimizer": opt.state_dict() if opt is not None else None,
-            "scheduler": sched.state_dict() if sched is not None else None,
-            "streams": streams.state_dict(),
-            "rng": rng_state(),
-            "state": copy.deepcopy(state.__dict__),
-            "time": time.time(),
-        },
-        folder,
-    )
-
-
-def restore(method: Method, ckpt: dict[str, Any], streams: TrainStreams) -> TrainState:
-    """Load a checkpoint's model and data-stream state; return the loop state (the random
-    state is put back by :func:`run_stage`, after the stage's own set-up)."""
-    method.load_state_dict(ckpt["method"])
-    streams.load_state_dict(ckpt["streams"])
-    return TrainState(**ckpt["state"])

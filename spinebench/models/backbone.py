@@ -10,6 +10,7 @@ the encoder features between the two (:meth:`SegmentationNet.forward_feature_dro
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -25,7 +26,7 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(GROUPS, channels), channels)
 
 
-NORMS = {
+NORMS: dict[str, Callable[[int], nn.Module]] = {
     "batch": nn.BatchNorm2d,
     "instance": partial(nn.InstanceNorm2d, affine=True),
     "group": group_norm,
@@ -159,7 +160,8 @@ class TimmUNet(SegmentationNet):
         self.encoder = timm.create_model(
             encoder, features_only=True, pretrained=False, in_chans=in_channels
         )
-        self.decoder = Decoder(list(self.encoder.feature_info.channels()), num_classes)
+        info: Any = self.encoder.feature_info
+        self.decoder = Decoder(list(info.channels()), num_classes)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.encoder(x))

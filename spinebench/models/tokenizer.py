@@ -145,6 +145,6 @@ def _offline_clip_tokenizer() -> PreTrainedTokenizerBase:
     vocab, merges = _vocab_and_merges(clip_bpe_path())
     return CLIPTokenizer(
         vocab=vocab,
-        merges=[tuple(m.split()) for m in merges],
+        merges=[tuple(m.split()) for m in merges],  # type: ignore[misc]  # HF accepts pairs
         model_max_length=CONTEXT_LENGTH,
     )

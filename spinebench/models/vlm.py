@@ -33,6 +33,7 @@ What a method author must know about transformers' ``CLIPSegForImageSegmentation
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ from transformers import (
     CLIPModel,
     CLIPSegConfig,
     CLIPSegForImageSegmentation,
+    CLIPSegModel,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -285,12 +287,24 @@ def clipseg_logits(
     emb.repeat(B, 1)).logits.view(B, K, H, W)`` but runs the vision encoder B times, not B*K.
     The vision encoder runs without gradients unless ``vision_grad`` (CLIPSeg keeps it frozen).
     """
-    batch, classes = pixel_values.shape[0], conditional_embeddings.shape[0]
     with torch.set_grad_enabled(vision_grad and torch.is_grad_enabled()):
         hidden = model.clip.vision_model(
             pixel_values=pixel_values, output_hidden_states=True, interpolate_pos_encoding=True
         ).hidden_states
-    activations = [hidden[i + 1].repeat_interleave(classes, dim=0) for i in model.extract_layers]
+    return clipseg_decode(model, hidden, conditional_embeddings)
+
+
+def clipseg_decode(
+    model: CLIPSegForImageSegmentation,
+    hidden_states: Sequence[torch.Tensor],
+    conditional_embeddings: torch.Tensor,
+) -> torch.Tensor:
+    """CLIPSeg's decoder on the vision encoder's ``hidden_states`` of B images, once per each
+    of the K ``conditional_embeddings``: [B, K, H, W] logits."""
+    batch, classes = hidden_states[0].shape[0], conditional_embeddings.shape[0]
+    activations = [
+        hidden_states[i + 1].repeat_interleave(classes, dim=0) for i in model.extract_layers
+    ]
     condition = conditional_embeddings.repeat(batch, 1)
     logits = model.decoder(activations, condition).logits
     return logits.reshape(batch, classes, *logits.shape[-2:])
@@ -304,17 +318,22 @@ def clip_text_embeddings(
 
 
 def clip_patch_embeddings(model: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
-    """[B, projection_dim, h, w] patch tokens in the joint image-text space.
-
-    The last layer's patch tokens go through the same post-layernorm and visual projection CLIP
-    applies to its class token, so a dot product with :func:`clip_text_embeddings` gives a
-    patch-resolution text similarity map. Position embeddings are interpolated to the input size.
-    """
+    """[B, projection_dim, h, w] patch tokens in the joint image-text space (see
+    :func:`patch_tokens`). Position embeddings are interpolated to the input size."""
     vision = model.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=True)
-    tokens = model.visual_projection(model.vision_model.post_layernorm(vision.last_hidden_state))
-    patch = model.config.vision_config.patch_size
-    height, width = pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
-    return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
+    return patch_tokens(model, vision.last_hidden_state)
+
+
+def patch_tokens(model: CLIPModel | CLIPSegModel, last_hidden_state: torch.Tensor) -> torch.Tensor:
+    """[B, projection_dim, h, w] from the vision encoder's last layer [B, 1 + h*w, width].
+
+    The patch tokens go through the same post-layernorm and visual projection CLIP applies to
+    its class token, so a dot product with :func:`clip_text_embeddings` gives a
+    patch-resolution text similarity map (the grid is square).
+    """
+    tokens = model.visual_projection(model.vision_model.post_layernorm(last_hidden_state))
+    side = math.isqrt(tokens.shape[1] - 1)
+    return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
 
 
 def _pooled(output: Any) -> torch.Tensor:
@@ -421,9 +440,11 @@ __all__ = [
     "class_prompts",
     "clip_patch_embeddings",
     "clip_text_embeddings",
+    "clipseg_decode",
     "clipseg_logits",
     "clipseg_text_embeddings",
     "freeze_backbone",
+    "patch_tokens",
     "pixel_stats",
     "save_vlm",
     "to_clip_pixels",

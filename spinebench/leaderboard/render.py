@@ -10,14 +10,19 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from spinebench import leaderboard_plots
+from spinebench.atomic import write_atomic
 from spinebench.errors import SpinebenchError
-from spinebench.leaderboard import BASELINE, HEADLINE, Board, Cell, RowKey, Stat
+from spinebench.leaderboard import plots
+from spinebench.leaderboard.boards import BASELINE, HEADLINE, Board, BoardCell, RowKey
+from spinebench.stats import Stat
 
 FORMATS = ("md", "csv", "html")
 _UNIT = {"dice": "", "hd95": " (mm)", "assd": " (mm)"}
@@ -96,17 +101,13 @@ def write(
 
 
 def _figures(board: Board, fraction: float | None, out: Path) -> Figures:
-    lines = leaderboard_plots.dice_vs_labeled(board, out / f"{board.slug}-dice_vs_labeled.png")
+    lines = plots.dice_vs_labeled(board, out / f"{board.slug}-dice_vs_labeled.png")
     if fraction is None:
         return Figures(lines, None, None)
     return Figures(
         lines,
-        leaderboard_plots.per_class_heatmap(
-            board, fraction, out / f"{board.slug}-per_class_dice.png"
-        ),
-        leaderboard_plots.per_case_boxplot(
-            board, fraction, out / f"{board.slug}-per_case_dice.png"
-        ),
+        plots.per_class_heatmap(board, fraction, out / f"{board.slug}-per_class_dice.png"),
+        plots.per_case_boxplot(board, fraction, out / f"{board.slug}-per_case_dice.png"),
     )
 
 
@@ -114,7 +115,7 @@ def _title(board: Board) -> str:
     return f"{board.experiment}: {board.dataset}, profile {board.profile}"
 
 
-def _references(board: Board) -> list[tuple[str, float, Cell]]:
+def _references(board: Board) -> list[tuple[str, float, BoardCell]]:
     refs = []
     if board.lower is not None:
         refs.append(("lower bound", *board.lower))
@@ -138,7 +139,7 @@ def _cell_texts(board: Board, row: RowKey, fraction: float) -> list[tuple[str, f
     return out
 
 
-def _reference_texts(cell: Cell) -> list[str]:
+def _reference_texts(cell: BoardCell) -> list[str]:
     return [fmt_stat(cell.stat(m), m) for m in HEADLINE] + [str(len(cell.runs)), "", ""]
 
 
@@ -177,15 +178,15 @@ def _write_md(
             lines.append(_md_row(texts))
         fig = figures[board.slug]
         lines += ["", f"![Dice vs labeled fraction]({fig.dice_vs_labeled.name})", ""]
-        fraction = chosen[board.slug]
-        if fraction is not None:
-            lines += [f"### Per-class test Dice at labeled {fraction:g}", ""]
+        class_fraction = chosen[board.slug]
+        if class_fraction is not None:
+            lines += [f"### Per-class test Dice at labeled {class_fraction:g}", ""]
             lines += [
                 _md_row(["method", *board.classes]),
                 _md_row(["---"] + ["---:"] * len(board.classes)),
             ]
-            for label, texts in _per_class_rows(board, fraction):
-                lines.append(_md_row([label, *(f"**{t}**" if b else t for t, _, b in texts)]))
+            for label, per_class in _per_class_rows(board, class_fraction):
+                lines.append(_md_row([label, *(f"**{t}**" if b else t for t, _, b in per_class)]))
             lines += [
                 "",
                 f"![per-class Dice]({fig.per_class.name})" if fig.per_class else "",
@@ -193,7 +194,7 @@ def _write_md(
                 f"![per-case Dice]({fig.per_case.name})" if fig.per_case else "",
                 "",
             ]
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    write_atomic(path, "\n".join(lines).rstrip() + "\n")
     return path
 
 
@@ -222,11 +223,18 @@ def _per_class_rows(
 # -- csv ------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _csv_file(path: Path) -> Iterator[Any]:
+    """A csv writer whose rows reach ``path`` atomically when the block ends."""
+    text = io.StringIO()
+    yield csv.writer(text)
+    write_atomic(path, text.getvalue())
+
+
 def _write_csv(boards: Sequence[Board], chosen: dict[str, float | None], out: Path) -> list[Path]:
     """Long format: one line per (board, row, fraction), reference rows marked by ``role``."""
     main = out / "leaderboard.csv"
-    with main.open("w", newline="") as f:
-        writer = csv.writer(f)
+    with _csv_file(main) as writer:
         writer.writerow(
             [
                 "experiment",
@@ -256,6 +264,7 @@ def _write_csv(boards: Sequence[Board], chosen: dict[str, float | None], out: Pa
             lines += [
                 (f"{BASELINE} @ {f:g}", name.replace(" ", "_"), board.baseline, f)
                 for name, f, _ in _references(board)
+                if board.baseline is not None
             ]
             for label, role, row, fraction in lines:
                 cell = board.cells[(row, fraction)]
@@ -281,8 +290,7 @@ def _write_csv(boards: Sequence[Board], chosen: dict[str, float | None], out: Pa
                     ]
                 )
     per_class = out / "leaderboard_per_class.csv"
-    with per_class.open("w", newline="") as f:
-        writer = csv.writer(f)
+    with _csv_file(per_class) as writer:
         writer.writerow(
             [
                 "experiment",
@@ -297,20 +305,22 @@ def _write_csv(boards: Sequence[Board], chosen: dict[str, float | None], out: Pa
             ]
         )
         for board in boards:
-            fraction = chosen[board.slug]
-            if fraction is None:
+            class_fraction = chosen[board.slug]
+            if class_fraction is None:
                 continue
             for row, label in board.rows.items():
-                cell = board.cell(row, fraction)
-                for c in board.classes if cell is not None else ():
-                    stat = cell.class_stat(c)
+                row_cell = board.cell(row, class_fraction)
+                if row_cell is None:
+                    continue
+                for c in board.classes:
+                    stat = row_cell.class_stat(c)
                     writer.writerow(
                         [
                             board.experiment,
                             board.dataset,
                             board.profile,
                             label,
-                            f"{fraction:g}",
+                            f"{class_fraction:g}",
                             c,
                             _num(stat.mean),
                             _num(stat.std),
@@ -435,9 +445,9 @@ def _write_html(
         parts.append("</tbody></table></div>")
         fig = figures[board.slug]
         parts.append(_img(fig.dice_vs_labeled, "Dice vs labeled fraction"))
-        fraction = chosen[board.slug]
-        if fraction is not None:
-            parts.append(f"<h3>Per-class test Dice at labeled {fraction:g}</h3>")
+        class_fraction = chosen[board.slug]
+        if class_fraction is not None:
+            parts.append(f"<h3>Per-class test Dice at labeled {class_fraction:g}</h3>")
             parts.append(
                 '<div class="scroll"><table class="sortable per-class"><thead><tr>'
                 '<th data-col="0">method</th>'
@@ -447,11 +457,11 @@ def _write_html(
                 for i, c in enumerate(board.classes, start=1)
             ]
             parts.append("</tr></thead><tbody>")
-            for label, texts in _per_class_rows(board, fraction):
-                parts.append("<tr>" + _td(label) + "".join(_td(*t) for t in texts) + "</tr>")
+            for label, per_class in _per_class_rows(board, class_fraction):
+                parts.append("<tr>" + _td(label) + "".join(_td(*t) for t in per_class) + "</tr>")
             parts.append("</tbody></table></div>")
             parts.append(_img(fig.per_class, "per-class Dice heat map"))
             parts.append(_img(fig.per_case, "per-case Dice box plots"))
     parts.append(f"<script>{_JS}</script></body></html>")
-    path.write_text("\n".join(parts) + "\n")
+    write_atomic(path, "\n".join(parts) + "\n")
     return path

@@ -1,4 +1,4 @@
-"""Tracked runs -> leaderboards: per-cell statistics, paired significance tests, consistency checks.
+"""Runs -> leaderboards: per-cell statistics, paired significance tests, consistency checks.
 
 Everything is read from MLflow (a sqlite file or a server): FINISHED runs only, their tags,
 params, ``test/*`` metrics and the ``per_case.csv`` artifact. Runs are never averaged across
@@ -17,58 +17,16 @@ the labeled fractions. Conventions (also in docs/sweeps.md):
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import math
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from spinebench.config import _UNHASHED
-from spinebench.engine.tracking import TAG
-from spinebench.errors import SpinebenchError
+from spinebench.leaderboard.records import PER_RUN_PARAMS, RunRecord
+from spinebench.stats import Stat, holm, nanmean, paired_wilcoxon
 
 BASELINE = "supervised"
 HEADLINE = ("dice", "hd95", "assd")
-VARIANT_TAG = f"{TAG}variant"
-# Params that may differ between the runs of one row: they select the cell or do not change
-# what a run computes.
-_PER_RUN_PARAMS = {"run.seed", "run.labeled"} | _UNHASHED
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One FINISHED tracked run, as the leaderboard needs it."""
-
-    run_id: str
-    experiment: str
-    dataset: str
-    profile: str
-    method: str
-    variant: str
-    labeled: float
-    seed: int
-    start_time: int
-    params: dict[str, str]
-    metrics: dict[str, float]
-    per_case: dict[str, dict[str, float]]  # case id -> {"dice": ..., "dice/<class>": ...}
-    classes: tuple[str, ...]
-
-    @property
-    def setting(self) -> str:
-        """Digest of the config minus what may differ between seeds and fractions."""
-        kept = {k: v for k, v in self.params.items() if k not in _PER_RUN_PARAMS}
-        return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
-
-    @property
-    def board(self) -> tuple[str, str, str]:
-        return (self.experiment, self.dataset, self.profile)
 
 
 @dataclass(frozen=True)
@@ -78,23 +36,8 @@ class RowKey:
     setting: str
 
 
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float  # NaN with a single value
-    n: int
-
-    @classmethod
-    def of(cls, values: Iterable[float]) -> Stat:
-        finite = [v for v in values if not math.isnan(v)]
-        if not finite:
-            return cls(math.nan, math.nan, 0)
-        std = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
-        return cls(float(np.mean(finite)), std, len(finite))
-
-
 @dataclass
-class Cell:
+class BoardCell:
     """One row at one labeled fraction: its runs (one per seed) and their statistics."""
 
     runs: list[RunRecord]
@@ -110,7 +53,7 @@ class Cell:
 
     def class_stat(self, name: str) -> Stat:
         return Stat.of(
-            _nanmean([c.get(f"dice/{name}", math.nan) for c in r.per_case.values()])
+            nanmean([c.get(f"dice/{name}", math.nan) for c in r.per_case.values()])
             for r in self.runs
         )
 
@@ -120,7 +63,7 @@ class Cell:
         for run in self.runs:
             for case, scores in run.per_case.items():
                 values[case].append(scores.get("dice", math.nan))
-        pooled = {case: _nanmean(v) for case, v in values.items()}
+        pooled = {case: nanmean(v) for case, v in values.items()}
         return {case: v for case, v in pooled.items() if not math.isnan(v)}
 
 
@@ -133,11 +76,11 @@ class Board:
     profile: str
     fractions: list[float]
     rows: dict[RowKey, str]  # key -> display label, in display order
-    cells: dict[tuple[RowKey, float], Cell]
+    cells: dict[tuple[RowKey, float], BoardCell]
     classes: tuple[str, ...]
     baseline: RowKey | None
-    lower: tuple[float, Cell] | None = None
-    upper: tuple[float, Cell] | None = None
+    lower: tuple[float, BoardCell] | None = None
+    upper: tuple[float, BoardCell] | None = None
     best: dict[tuple[float, str], tuple[RowKey, ...]] = field(default_factory=dict)
 
     @property
@@ -147,144 +90,11 @@ class Board:
             parts.insert(0, self.experiment)
         return "-".join("".join(c if c.isalnum() or c in "._" else "-" for c in p) for p in parts)
 
-    def cell(self, row: RowKey, fraction: float) -> Cell | None:
+    def cell(self, row: RowKey, fraction: float) -> BoardCell | None:
         return self.cells.get((row, fraction))
 
     def is_best(self, row: RowKey, fraction: float, metric: str) -> bool:
         return row in self.best.get((fraction, metric), ())
-
-
-# -- reading MLflow -------------------------------------------------------------------------------
-
-
-def load_runs(uri: str, experiment: str | None = None) -> list[RunRecord]:
-    """Every FINISHED spinebench run of the experiment (default: all experiments)."""
-    import logging
-    import os
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-    from mlflow.tracking import MlflowClient
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        raise SpinebenchError(
-            f"no tracking store at {uri}; run `spinebench sweep` first or pass --tracking-uri"
-        )
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        if experiment:
-            found = client.get_experiment_by_name(experiment)
-            if found is None:
-                raise SpinebenchError(
-                    f"experiment {experiment!r} does not exist at {uri}; check --experiment"
-                )
-            experiments = [found]
-        else:
-            experiments = list(client.search_experiments())
-    except SpinebenchError:
-        raise
-    except Exception as exc:
-        raise SpinebenchError(
-            f"tracking store {uri} is unreachable ({type(exc).__name__}); "
-            "start the server or fix --tracking-uri"
-        ) from None
-    names = {e.experiment_id: e.name for e in experiments}
-    records = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in _search_finished(client, list(names)):
-            tags = run.data.tags
-            if f"{TAG}method" not in tags:
-                continue  # not a spinebench run
-            per_case, classes = _read_per_case(client, run.info.run_id, Path(tmp))
-            records.append(
-                RunRecord(
-                    run_id=run.info.run_id,
-                    experiment=names[run.info.experiment_id],
-                    dataset=tags[f"{TAG}dataset"],
-                    profile=tags.get(f"{TAG}profile", "?"),
-                    method=tags[f"{TAG}method"],
-                    variant=tags.get(VARIANT_TAG, ""),
-                    labeled=float(tags[f"{TAG}labeled"]),
-                    seed=int(tags[f"{TAG}seed"]),
-                    start_time=run.info.start_time or 0,
-                    params=dict(run.data.params),
-                    metrics=dict(run.data.metrics),
-                    per_case=per_case,
-                    classes=classes,
-                )
-            )
-    return records
-
-
-def _search_finished(client: Any, experiment_ids: list[str]) -> Iterable[Any]:
-    token = None
-    while experiment_ids:
-        page = client.search_runs(
-            experiment_ids, "attributes.status = 'FINISHED'", max_results=1000, page_token=token
-        )
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
-def _read_per_case(
-    client: Any, run_id: str, tmp: Path
-) -> tuple[dict[str, dict[str, float]], tuple[str, ...]]:
-    """``per_case.csv`` of a run: scores by case, and the class names in class-map order."""
-    try:
-        path = Path(client.download_artifacts(run_id, "per_case.csv", str(tmp / run_id)))
-    except Exception:
-        return {}, ()
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        rows = {
-            row["case"]: {k: _float(v) for k, v in row.items() if k != "case"} for row in reader
-        }
-    classes = tuple(k[len("dice/") :] for k in fields if k.startswith("dice/"))
-    return rows, classes
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
-# -- statistics -----------------------------------------------------------------------------------
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values; NaN entries are not part of the family."""
-    order = sorted(
-        (i for i, p in enumerate(pvalues) if not math.isnan(p)), key=lambda i: pvalues[i]
-    )
-    adjusted = [math.nan] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def paired_wilcoxon(a: dict[str, float], b: dict[str, float]) -> float:
-    """Two-sided signed-rank p over the cases both sides scored; NaN if no case differs."""
-    from scipy.stats import wilcoxon
-
-    common = sorted(a.keys() & b.keys())
-    x = np.array([a[c] for c in common])
-    y = np.array([b[c] for c in common])
-    if not np.any(x != y):
-        return math.nan
-    return float(wilcoxon(x, y).pvalue)
 
 
 # -- boards ---------------------------------------------------------------------------------------
@@ -309,7 +119,7 @@ def _build_board(key: tuple[str, str, str], runs: list[RunRecord]) -> Board:
     grouped: dict[tuple[RowKey, float], list[RunRecord]] = defaultdict(list)
     for run in runs:
         grouped[(RowKey(run.method, run.variant, run.setting), run.labeled)].append(run)
-    cells = {k: Cell(_latest_per_seed(v)) for k, v in grouped.items()}
+    cells = {k: BoardCell(_latest_per_seed(v)) for k, v in grouped.items()}
     row_keys = sorted(
         {row for row, _ in cells},
         key=lambda r: (r.method != BASELINE, r.method, r.variant, r.setting),
@@ -376,7 +186,7 @@ def _row_labels(rows: Sequence[RowKey], runs: Sequence[RunRecord]) -> dict[RowKe
 
 def differing_params(settings: Sequence[dict[str, str]]) -> list[str]:
     """Config keys whose values differ between settings (seed and fraction excluded)."""
-    keys = set().union(*settings) - _PER_RUN_PARAMS
+    keys = set().union(*settings) - PER_RUN_PARAMS
     return sorted(k for k in keys if len({s.get(k) for s in settings}) > 1)
 
 

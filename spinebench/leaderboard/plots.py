@@ -3,15 +3,24 @@ box plots. Each function draws one board and returns the file it wrote."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from spinebench.leaderboard import Board
+from spinebench.atomic import write_atomic
+from spinebench.leaderboard.boards import Board
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _save(fig: Any, path: Path) -> None:
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    write_atomic(path, png.getvalue())
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,7 +64,7 @@ def dice_vs_labeled(board: Board, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -94,7 +103,7 @@ def per_class_heatmap(board: Board, fraction: float, path: Path) -> Path:
     fig.colorbar(image, ax=ax, label="Dice")
     ax.set_title(f"per-class test Dice at labeled {fraction:g} ({board.dataset})")
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -123,6 +132,6 @@ def per_case_boxplot(board: Board, fraction: float, path: Path) -> Path:
     ax.set_title(f"per-case Dice at labeled {fraction:g} ({board.dataset})")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
