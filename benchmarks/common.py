@@ -14,9 +14,8 @@ from rich.console import Console
 
 from spinebench.data.slices import SliceCache, build_or_load
 from spinebench.data.streams import TrainStreams
-from spinebench.engine.prepare import Prepared, prepare
+from spinebench.engine.prepare import Prepared, build_method, prepare
 from spinebench.engine.progress import StageProgress
-from spinebench.engine.run import build_method
 from spinebench.engine.runtime import Runtime, setup
 from spinebench.engine.stages import RunCheckpoints
 from spinebench.engine.trainer import StageContext, StopFlag, TrainState, run_stage

@@ -273,6 +273,21 @@ def predict(
     predict_and_report(run_id, input_, output, tracking_uri, device)
 
 
+@app.command()
+def reproduce(
+    run_ids: Annotated[
+        list[str], typer.Argument(metavar="RUN_ID...", help="Finished runs to re-run.")
+    ],
+    tracking_uri: UriOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Re-run tracked runs from their records (config, split, seed) into '<experiment>/reproduce'
+    and compare every test metric; exit 1 if any differs."""
+    from spinebench.commands.reproduce import reproduce_and_report
+
+    raise typer.Exit(reproduce_and_report(run_ids, tracking_uri, device))
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Folder to write images/ and labels/ into.")],
@@ -282,6 +297,8 @@ def data_synth(
     """Write the synthetic spine phantom as NIfTI (images/, labels/, dataset.json)."""
     from spinebench.data.phantom import write_dataset
 
+    if out.exists() and not out.is_dir():
+        raise SpinebenchError(f"--out {out} is a file; choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise SpinebenchError(f"{out} exists and is not empty; choose a new --out folder")
     pairs = write_dataset(out, cases=cases, seed=seed)
@@ -303,7 +320,9 @@ def new_plugin(
     create_and_report(name, dir_)
 
 
-BUILTIN_COMMANDS = {"run", "sweep", "leaderboard", "list", "data", "new-plugin", "predict"}
+BUILTIN_COMMANDS = {
+    "run", "sweep", "leaderboard", "list", "data", "new-plugin", "predict", "reproduce",
+}  # fmt: skip
 
 
 def _install_plugin_commands() -> None:

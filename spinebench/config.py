@@ -12,6 +12,8 @@ import copy
 import difflib
 import hashlib
 import json
+import math
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,78 @@ CHOICES: dict[str, tuple[str | bool, ...]] = {
     "model.norm": ("batch", "instance", "group"),
     "train.ssl_forward": ("joint", "separate"),
 }
-# Counts, sizes and rates that must be above zero (a zero divides by zero or trains nothing).
-POSITIVE = {
-    "data.cases", "data.image_size", "eval.batch_size", "train.batch_size",
-    "train.checkpoint_every", "train.iterations", "train.log_every", "train.lr",
-    "train.unlabeled_batch_size", "train.val_every",
+#: Seeds seed NumPy (32 bits) and torch, and are offset per stage and stream: they must fit.
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Allowed values of a number: ``low``/``high`` (None: open), each included or not."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (
+            value > self.high or (self.high_open and value == self.high)
+        )
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'above' if self.low_open else 'at least'} {_number(self.low)}")
+        if self.high is not None:
+            parts.append(f"{'below' if self.high_open else 'at most'} {_number(self.high)}")
+        return " and ".join(parts)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+POSITIVE = Bounds(0, None, low_open=True)
+FRACTION = Bounds(0, 1, low_open=True, high_open=True)
+PROBABILITY = Bounds(0, 1)
+SEED = Bounds(0, MAX_SEED)
+#: The bounds of every numeric key (each element of a list key), checked when a config resolves.
+BOUNDS: dict[str, Bounds] = {
+    **dict.fromkeys(
+        (
+            "data.cases", "eval.batch_size", "train.batch_size", "train.checkpoint_every",
+            "train.iterations", "train.log_every", "train.lr", "train.unlabeled_batch_size",
+            "train.val_every", "model.channels",
+        ),
+        POSITIVE,
+    ),
+    "data.cases": Bounds(3, why="the split needs a train, a val and a test case"),
+    "data.image_size": Bounds(16, why="the UNet halves a slice four times"),
+    "data.val_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
+    "data.clip_percentiles": Bounds(0, 100),
+    "data.split_seed": SEED,
+    "data.generator_seed": SEED,
+    "run.seed": SEED,
+    "model.dropout": Bounds(0, 1, high_open=True),
+    "train.momentum": Bounds(0, 1, high_open=True),
+    "train.weight_decay": Bounds(0),
+    "train.poly_power": Bounds(0),
+    "train.threads": Bounds(0, why="0 means every core"),
+    "augment.rotate_degrees": Bounds(0, 180),
+    "augment.scale": Bounds(0, None, low_open=True),
+    "augment.translate": Bounds(0, 1, high_open=True),
+    "augment.jitter": Bounds(0, 1),
+    "augment.jitter_p": PROBABILITY,
+    "augment.blur_p": PROBABILITY,
+    "augment.blur_sigma": Bounds(0, None, low_open=True),
+    "eval.overlays": Bounds(0),
 }  # fmt: skip
+#: List keys that hold a (low, high) pair.
+PAIRS = ("data.clip_percentiles", "augment.scale", "augment.blur_sigma")
 
 
 def _load_yaml_text(text: str, origin: str) -> dict[str, Any]:
@@ -67,9 +135,16 @@ def _packaged(name: str) -> dict[str, Any]:
 
 def load_yaml_file(path: Path) -> dict[str, Any]:
     """Read a user config file safely; errors name the file and line."""
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; pass a YAML file of config overrides")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; check the --config path")
-    return _load_yaml_text(path.read_text(), str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is unreadable ({type(exc).__name__}); pass a YAML "
+                          "text file") from None  # fmt: skip
+    return _load_yaml_text(text, str(path))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -106,8 +181,6 @@ def _coerce(key: str, value: Any, default: Any, choices: dict[str, tuple[Any, ..
     """Keep the default's type; ints are fine where floats are expected."""
     if key in choices:
         return _choose(key, value, choices[key])
-    if key in POSITIVE and isinstance(value, int | float) and value <= 0:
-        raise ConfigError(f"config key {key!r} must be above 0, got {value!r}; fix the value")
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -131,6 +204,45 @@ def _coerce(key: str, value: Any, default: Any, choices: dict[str, tuple[Any, ..
         f"config key {key!r} expects {type(default).__name__} (default {default!r}), "
         f"got {value!r}; fix the value"
     )
+
+
+def check_values(config: dict[str, Any]) -> None:
+    """Ranges, pairs and relations of the resolved values, one line per problem."""
+    flat = flatten(config)
+    for key, bounds in BOUNDS.items():
+        value = flat.get(key)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                continue
+            if not math.isfinite(item) or not bounds.admits(item):
+                why = f" ({bounds.why})" if bounds.why else ""
+                raise ConfigError(
+                    f"config key {key!r} must be {bounds.describe()}{why}, got {value!r}; "
+                    "fix the value"
+                )
+    for key in PAIRS:
+        pair = flat.get(key)
+        if not isinstance(pair, list) or len(pair) != 2 or not pair[0] <= pair[1]:
+            raise ConfigError(
+                f"config key {key!r} must be a pair [low, high] with low <= high, got {pair!r}; "
+                "fix the value"
+            )
+    if flat["data.clip_percentiles"][0] == flat["data.clip_percentiles"][1]:
+        raise ConfigError(
+            "config key 'data.clip_percentiles' needs low < high (equal bounds clip every image "
+            "to one value); fix the value"
+        )
+    if flat["data.val_fraction"] + flat["data.test_fraction"] >= 1:
+        raise ConfigError(
+            "data.val_fraction + data.test_fraction must be below 1, so training cases remain; "
+            "lower one of them"
+        )
+    if len(flat["model.channels"]) != len(flat["model.dropout"]):
+        raise ConfigError(
+            f"model.channels {flat['model.channels']} and model.dropout "
+            f"{flat['model.dropout']} need the same length (one dropout per level)"
+        )
 
 
 def parse_overrides(pairs: list[str], method_name: str) -> dict[str, Any]:
@@ -200,6 +312,7 @@ def resolve(
             _set(resolved, key, _coerce(key, value, valid[key], choices))
     resolved["run"]["method"] = method
     resolved["run"]["profile"] = profile
+    check_values(resolved)
     return resolved
 
 
@@ -217,12 +330,15 @@ def option_defaults(
 
 def _unknown_key_message(key: str, valid: dict[str, Any], origin: str) -> str:
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    section = key.split(".")[0]
+    same = sorted(k for k in valid if k.startswith(section + "."))
     if close:
         hint = f"did you mean {close[0]!r}?"
+    elif same:
+        hint = f"valid {section} keys: " + ", ".join(same)
     else:
-        section = key.split(".")[0]
-        same = [k for k in valid if k.startswith(section + ".")] or list(valid)
-        hint = "valid keys: " + ", ".join(sorted(same)[:40])
+        sections = sorted({k.split(".")[0] for k in valid})
+        hint = f"valid sections: {', '.join(sections)} (e.g. train.iterations)"
     return f"unknown config key {key!r} (from {origin}); {hint}"
 
 

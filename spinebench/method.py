@@ -166,6 +166,15 @@ class Method(nn.Module):
         """Logits [B, num_classes, H, W] for images [B, 1, H, W]; called under ``no_grad``."""
         raise NotImplementedError
 
+    def on_validated(self, stage: Stage, scores: dict[str, float]) -> None:
+        """Hook after each validation of ``stage``, with the numbers the engine logs
+        (``val/dice`` and ``val/dice/<class>``, or ``val/<prefix><name>`` of
+        :meth:`validate_stage`), on every rank of a distributed run.
+
+        A method may keep numbers measured on the validation split in buffers (CPS4 weighs its
+        VLM per class by them); it must not change parameters here.
+        """
+
     def validate_stage(
         self, stage: Stage, images: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, float]:

@@ -62,6 +62,7 @@ class Registry(dict[str, Any]):
 
 _failed: dict[str, str] = {}
 _dist_of: dict[str, tuple[str, str]] = {}
+_blocked: set[str] = set()  # plugins the environment variable kept out, by name
 
 
 def _disabled() -> set[str]:
@@ -76,14 +77,21 @@ def get_plugin_manager() -> pluggy.PluginManager:
     blocked = _disabled()
     from spinebench import __version__
 
+    known = set()
     for module_name in DEFAULT_PLUGINS:
         short = module_name.rsplit(".", 1)[-1]
+        known |= {short, module_name}
         if short in blocked or module_name in blocked:
+            _blocked.add(short)
             continue
         pm.register(importlib.import_module(module_name), name=short)
         _dist_of[short] = ("spinebench", __version__)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in blocked or pm.has_plugin(ep.name):
+        known.add(ep.name)
+        if ep.name in blocked:
+            _blocked.add(ep.name)
+            continue
+        if pm.has_plugin(ep.name):
             if pm.has_plugin(ep.name):
                 warnings.warn(
                     f"plugin {ep.name!r} is installed twice; keeping the first", stacklevel=2
@@ -102,6 +110,13 @@ def get_plugin_manager() -> pluggy.PluginManager:
             )
             continue
         _dist_of[ep.name] = (dist, ver)
+    unknown = sorted(blocked - known)
+    if unknown:
+        warnings.warn(
+            f"{DISABLE_ENV} names {', '.join(unknown)}, which no installed plugin is called; "
+            f"plugins: {', '.join(sorted(n for n in known if '.' not in n))}",
+            stacklevel=2,
+        )
     pm.check_pending()
     return pm
 
@@ -177,6 +192,12 @@ def lookup(registry: dict[str, Any], name: str, kind: str) -> Any:
     """Fetch ``name`` or fail with the closest registered name suggested."""
     if name in registry:
         return registry[name]
+    get_plugin_manager()
+    if name in _blocked:  # a plugin registers a method under its own name
+        raise SpinebenchError(
+            f"{kind} {name!r} belongs to plugin {name!r}, which {DISABLE_ENV}="
+            f"{os.environ.get(DISABLE_ENV, '')} blocks; remove it from that variable"
+        )
     close = difflib.get_close_matches(name, list(registry), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise SpinebenchError(
@@ -191,3 +212,4 @@ def reset() -> None:
         fn.cache_clear()
     _failed.clear()
     _dist_of.clear()
+    _blocked.clear()

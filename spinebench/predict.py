@@ -58,6 +58,12 @@ def output_paths(inputs: list[Path], output_dir: Path) -> list[Path]:
     """Where each label map goes (same file name); never onto an input."""
     out = output_dir.resolve()
     sources = {p.resolve() for p in inputs}
+    if out in sources:
+        raise SpinebenchError(
+            f"--output {output_dir} is the input file; pass a folder for the label maps"
+        )
+    if out.exists() and not out.is_dir():
+        raise SpinebenchError(f"--output {output_dir} is a file; pass a folder for the label maps")
     if any(p.parent == out for p in sources):
         raise SpinebenchError(
             f"--output {output_dir} is where the inputs are; choose another "

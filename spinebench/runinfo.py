@@ -27,6 +27,10 @@ class RunRequest:
     experiment: str | None = None
     device: str = "auto"
     resume: bool | None = None  # None: resume when possible; True: must resume; False: never
+    #: False trains every stage even where a cached state exists (``spinebench reproduce``).
+    reuse_stage_cache: bool = True
+    #: Recorded with the run's own tags (``spinebench.reproduces``).
+    extra_tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

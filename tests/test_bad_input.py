@@ -8,6 +8,7 @@ what the console script calls; one case also runs as a fresh process to pin the 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import socket
 import subprocess
@@ -75,6 +76,26 @@ def _unfinished_run_with_other_config(tmp: Path, monkeypatch: pytest.MonkeyPatch
     tracker.end("KILLED")
 
 
+def _block_mean_teacher(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINEBENCH_DISABLE_PLUGINS", "mean_teacher")
+    plugins.reset()
+
+
+def _hostile_weights(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved CLIPSeg whose weights file is a pickle that would run a shell command."""
+    from spinebench.models import vlm
+
+    folder = tmp / "hostile"
+    vlm.build_clipseg(None, image_size=32).save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Shell()))
+
+
+class _Shell:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned",))
+
+
 Setup = Callable[[Path, pytest.MonkeyPatch], None] | None
 CASES: list[tuple[str, list[str], str, Setup]] = [
     ("fraction zero", ["--labeled", "0"], "--labeled 0.0 is outside (0, 1]", None),
@@ -124,7 +145,7 @@ CASES: list[tuple[str, list[str], str, Setup]] = [
     ("data dir empty", ["--data-dir", "{tmp}/empty"], "holds no .nii.gz files", None),
     ("split leaves no training case", ["--set", "data.val_fraction=0.5",
                                        "--set", "data.test_fraction=0.5"],
-     "leave none for training", None),
+     "data.val_fraction + data.test_fraction must be below 1", None),
     ("device", ["--device", "tpu"], "--device 'tpu' is unknown; use auto, cpu or cuda", None),
     ("store down", ["--tracking-uri", "http://127.0.0.1:{port}"],
      "tracking store http://127.0.0.1:{port} is unreachable", None),
@@ -138,6 +159,47 @@ CASES: list[tuple[str, list[str], str, Setup]] = [
     ("resume with a changed config", ["--resume"],
      "was started with another config (train.iterations: 7 -> 6)",
      _unfinished_run_with_other_config),
+    # what a hostile-but-realistic user tried (issue 17)
+    ("seed beyond 64 bits", ["--seed", str(2**70)],
+     "config key 'run.seed' must be at least 0 and at most 4294967295", None),
+    ("threads negative", ["--set", "train.threads=-3"],
+     "config key 'train.threads' must be at least 0 (0 means every core), got -3", None),
+    ("image size too small", ["--set", "data.image_size=2"],
+     "config key 'data.image_size' must be at least 16 (the UNet halves a slice four times)",
+     None),
+    ("clip percentiles reversed", ["--set", "data.clip_percentiles=[99.5,0.5]"],
+     "'data.clip_percentiles' must be a pair [low, high] with low <= high", None),
+    ("clip percentiles equal", ["--set", "data.clip_percentiles=[50,50]"],
+     "needs low < high", None),
+    ("clip percentile above 100", ["--set", "data.clip_percentiles=[0.5,120]"],
+     "'data.clip_percentiles' must be at least 0 and at most 100", None),
+    ("too few synthetic cases", ["--set", "data.cases=1"],
+     "'data.cases' must be at least 3 (the split needs a train, a val and a test case)", None),
+    ("dropout of one", ["--set", "model.dropout=[0,0,0,0,1]"],
+     "'model.dropout' must be at least 0 and below 1", None),
+    ("dropout per level", ["--set", "model.dropout=[0,0]"], "need the same length", None),
+    ("probability above one", ["--set", "augment.blur_p=1.5"],
+     "'augment.blur_p' must be at least 0 and at most 1", None),
+    ("config is a folder", ["--config", "{tmp}/empty"], "--config {tmp}/empty is a folder", None),
+    ("data dir is a file", ["--data-dir", "{tmp}/list.yaml"],
+     "--data-dir {tmp}/list.yaml is a file, not a folder", None),
+    ("other method's option", ["--set", "mean_teacher.ema_decay=0.9"],
+     "mean_teacher.ema_decay is an option of method 'mean_teacher', and this run's method is "
+     "'supervised'", None),
+    ("blocked method", ["--method", "mean_teacher"],
+     "method 'mean_teacher' belongs to plugin 'mean_teacher', which "
+     "SPINEBENCH_DISABLE_PLUGINS=mean_teacher blocks", _block_mean_teacher),
+    ("unknown section lists the sections", ["--set", "zzz.qqq=1"],
+     "valid sections: augment, data, eval, method, model, run, train", None),
+    ("cps4 template", ["--method", "cps4", "--set", "cps4.template=a spine"],
+     "cps4.template 'a spine' has no {{name}} placeholder", None),
+    ("cps4 small-model key", ["--method", "cps4", "--set", "cps4.small={{layers: 2}}"],
+     "cps4.small: unknown small-model keys ['layers']", None),
+    ("cps4 patch that does not tile", ["--method", "cps4", "--set", "cps4.small={{patch_size: 5}}"],
+     "cps4.small: image size 32 must be a multiple of the patch size 5", None),
+    ("cps4 hostile pretrained weights",
+     ["--method", "cps4", "--set", "cps4.pretrained={tmp}/hostile"],
+     "were refused: they are a pickle holding more than tensors", _hostile_weights),
 ]  # fmt: skip
 
 
@@ -173,6 +235,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(
     if setup is not None:
         setup(tmp_inputs, monkeypatch)
     before = _store_runs(isolated_env)
+    store_before = (isolated_env / "mlflow.db").exists()
+    cache = Path(os.environ["SPINEBENCH_CACHE"])
+    cache_before = sorted(p.relative_to(cache) for p in cache.glob("*/*"))
     port = _closed_port()
     fill = {"tmp": tmp_inputs, "port": port}
     monkeypatch.setattr(sys, "argv", ["spinebench", *BASE, *(a.format(**fill) for a in args)])
@@ -186,7 +251,10 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(
     assert message.format(**fill) in errors[0], err
     assert "Traceback" not in err
     assert _store_runs(isolated_env) == before  # no run started, none finished
-    assert not any((isolated_env / "checkpoints").glob("*/*"))
+    assert (isolated_env / "mlflow.db").exists() == store_before  # no store created
+    assert sorted(p.relative_to(cache) for p in cache.glob("*/*")) == cache_before  # no cache
+    assert not (isolated_env / "checkpoints").exists()
+    assert not (isolated_env / "locks").exists()
 
 
 def test_bad_input_exits_2_from_a_fresh_process(tmp_inputs: Path) -> None:
@@ -204,3 +272,53 @@ def test_bad_input_exits_2_from_a_fresh_process(tmp_inputs: Path) -> None:
 def test_an_unknown_metric_name_gets_the_closest_one_suggested() -> None:
     with pytest.raises(SpinebenchError, match=re.escape("metric 'dise': did you mean 'dice'?")):
         plugins.lookup(plugins.metrics(), "dise", "metric")
+
+
+OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
+    ("predict into the input file",
+     ["predict", "--run", "0" * 32, "--input", "{tmp}/scan.nii.gz",
+      "--output", "{tmp}/scan.nii.gz"],
+     "--output {tmp}/scan.nii.gz is the input file"),
+    ("predict into a file", ["predict", "--run", "0" * 32, "--input", "{tmp}/scan.nii.gz",
+                             "--output", "{tmp}/list.yaml"], "--output {tmp}/list.yaml is a file"),
+    ("synth into a file", ["data", "synth", "--out", "{tmp}/list.yaml"],
+     "--out {tmp}/list.yaml is a file"),
+    ("leaderboard into a file", ["leaderboard", "--out", "{tmp}/list.yaml"],
+     "--out {tmp}/list.yaml is a file"),
+    ("sweep with an empty method list", ["sweep", "--methods", "", "--labeled", "0.5"],
+     "--methods has an empty entry; write e.g. --methods a,b"),
+    ("reproduce a run that is not there", ["reproduce", "0" * 32],
+     "no tracking store at"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), [c[1:] for c in OTHER_COMMANDS],
+                         ids=[c[0] for c in OTHER_COMMANDS])  # fmt: skip
+def test_other_commands_refuse_bad_paths_in_one_line(
+    args: list[str], message: str, tmp_inputs: Path, isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    (tmp_inputs / "scan.nii.gz").write_bytes(b"\x1f\x8b")
+    before = (tmp_inputs / "list.yaml").read_bytes()
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    monkeypatch.setattr(sys, "argv", ["spinebench", *(a.format(tmp=tmp_inputs) for a in args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert exit_info.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message.format(tmp=tmp_inputs) in lines[0], err
+    assert (tmp_inputs / "list.yaml").read_bytes() == before
+    assert not (isolated_env / "mlflow.db").exists()
+
+
+def test_unknown_names_in_the_disable_variable_are_warned_of(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPINEBENCH_DISABLE_PLUGINS", "mean_teacher,meanteacher")
+    plugins.reset()
+    with pytest.warns(UserWarning, match="names meanteacher, which no installed plugin is called"):
+        methods = plugins.methods()
+    assert "mean_teacher" not in methods and "supervised" in methods
+    plugins.reset()

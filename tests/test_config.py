@@ -34,9 +34,13 @@ def test_unknown_key_names_the_closest_valid_one():
         _resolve(overrides={"train.iteration": 5})
 
 
-def test_unknown_section_lists_valid_keys():
-    with pytest.raises(ConfigError, match="valid keys"):
+def test_unknown_section_lists_the_sections_and_a_known_one_all_its_keys():
+    with pytest.raises(ConfigError, match="valid sections: augment, data, eval, method, model"):
         _resolve(overrides={"zzz.qqq": 5})
+    with pytest.raises(ConfigError) as info:
+        _resolve(overrides={"augment.qxqxqxqxqx": 5})
+    listed = str(info.value).split("valid augment keys: ")[1].split(", ")
+    assert len(listed) == 8 and "augment.blur_sigma" in listed  # every key, none cut off
 
 
 def test_wrong_type_is_rejected():

@@ -13,7 +13,7 @@ from conftest import TINY
 from mlflow.tracking import MlflowClient
 from spinebench_cps4.losses import PixelAttentionLoss, token_attention_loss
 from spinebench_cps4.method import CPS4
-from spinebench_cps4.pseudo import combine
+from spinebench_cps4.pseudo import VlmMaps, combine, reliability_weights, similarity_maps
 
 from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
@@ -124,24 +124,82 @@ def _probs(*rows: list[float]) -> torch.Tensor:
     return torch.tensor(rows).T[None, :, None, :]
 
 
+def _maps(vlm: torch.Tensor, **kw: torch.Tensor) -> VlmMaps:
+    return VlmMaps(vlm, **kw)
+
+
+def _logits(probs: torch.Tensor) -> torch.Tensor:
+    """Teacher logits whose softmax is ``probs``."""
+    return probs.clamp_min(1e-12).log()
+
+
 def test_pseudo_label_rules_on_hand_made_probabilities():
     # pixel 0: both sure of class 1; pixel 1: teacher says 2, VLM says 1; pixel 2: both say 0.
     teacher = _probs([0.0, 1.0, 0.0], [0.02, 0.0, 0.98], [0.9, 0.1, 0.0])
-    vlm = _probs([0.0, 0.96, 0.04], [0.0, 0.97, 0.03], [0.99, 0.0, 0.01])
+    vlm = _maps(_probs([0.0, 0.96, 0.04], [0.0, 0.97, 0.03], [0.99, 0.0, 0.01]))
 
-    t = combine(teacher, vlm, "teacher", 0.95)
+    t = combine(_logits(teacher), vlm, "teacher", 0.95)
     assert t.labels.flatten().tolist() == [1, 2, 0] and t.keep.flatten().tolist() == [1, 1, 0]
-    v = combine(teacher, vlm, "vlm", 0.95)
+    v = combine(_logits(teacher), vlm, "vlm", 0.95)
     assert v.labels.flatten().tolist() == [1, 1, 0] and v.keep.flatten().tolist() == [1, 1, 1]
-    f = combine(teacher, vlm, "fused", 0.9)
-    torch.testing.assert_close(f.probs, (teacher + vlm) / 2)
+    f = combine(_logits(teacher), vlm, "fused", 0.9)
+    torch.testing.assert_close(f.probs, (teacher + vlm.probs) / 2)
     # averages: pixel 0 -> 0.98 for 1; pixel 1 -> 0.505 for 2; pixel 2 -> 0.945 for 0
     assert f.labels.flatten().tolist() == [1, 2, 0] and f.keep.flatten().tolist() == [1, 0, 1]
-    a = combine(teacher, vlm, "agree", 0.5)
+    a = combine(_logits(teacher), vlm, "agree", 0.5)
     assert a.labels.flatten().tolist() == [1, 2, 0]
     assert a.keep.flatten().tolist() == [1, 0, 1]  # pixel 1 passes 0.5 but they disagree
     with pytest.raises(ValueError, match="unknown pseudo-label rule"):
-        combine(teacher, vlm, "mean", 0.5)
+        combine(_logits(teacher), vlm, "mean", 0.5)
+
+
+def test_similarity_maps_are_min_max_normalised_per_image_and_class_and_nearest_upsampled():
+    sim = torch.tensor([[[[1.0, 3.0], [2.0, 5.0]], [[4.0, 4.0], [4.0, 4.0]]]])  # [1, K=2, 2, 2]
+    maps = similarity_maps(sim, (4, 4))
+    assert maps.shape == (1, 3, 4, 4)
+    assert torch.equal(maps[0, 0], torch.zeros(4, 4))  # no background text: channel 0 is 0
+    assert torch.equal(maps[0, 2], torch.zeros(4, 4))  # a constant map carries no information
+    expected = torch.tensor([[0.0, 0.5], [0.25, 1.0]])
+    torch.testing.assert_close(maps[0, 1], expected.repeat_interleave(2, 0).repeat_interleave(2, 1))
+
+
+def test_logit_sum_adds_the_maps_to_the_teacher_logits():
+    """PromptSSL trainer_2d.py 204-208: argmax(teacher logits + M), M in [0, 1]."""
+    # pixel 0: confident teacher (class 2 by 5 logits) against the VLM (class 1 map 1):
+    # a map of at most 1 cannot override it. pixel 1: wrong, unsure teacher (class 2 by 0.3)
+    # and a VLM sure of class 1: the map fixes the label.
+    logits = torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.3, 0.6]]).T[None, :, None, :]
+    similarity = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]).T[None, :, None, :]
+    vlm = _maps(torch.full_like(logits, 1 / 3), similarity=similarity)
+    out = combine(logits, vlm, "logit_sum", 0.5)
+    assert out.labels.flatten().tolist() == [2, 1]
+    torch.testing.assert_close(out.probs, (logits + similarity).softmax(1))
+
+
+def test_reliability_weights_favour_the_vlm_only_where_it_beats_the_teacher():
+    w = reliability_weights(torch.tensor([0.2, 0.9, 0.5]), torch.tensor([0.6, 0.3, 0.5]))
+    torch.testing.assert_close(w, torch.tensor([0.0, 0.0, (0.9 - 0.3) / 0.9, 0.0]))
+    assert reliability_weights(torch.zeros(2), torch.zeros(2)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_reliable_rule_with_a_weak_vlm_is_the_teacher_exactly():
+    teacher = _probs([0.02, 0.0, 0.98], [0.9, 0.1, 0.0], [0.0, 0.5, 0.5])
+    weak = _probs([0.0, 0.97, 0.03], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0])
+    weights = reliability_weights(torch.tensor([0.1, 0.2]), torch.tensor([0.6, 0.7]))
+    got = combine(_logits(teacher), _maps(weak, weights=weights), "reliable", 0.95)
+    ref = combine(_logits(teacher), _maps(weak), "teacher", 0.95)
+    assert torch.equal(got.labels, ref.labels) and torch.equal(got.keep, ref.keep)
+    torch.testing.assert_close(got.probs, ref.probs)
+
+
+def test_reliable_rule_with_a_perfect_vlm_fixes_a_wrong_teacher():
+    # truth: pixel 0 is class 1, pixel 1 background; the teacher is confidently wrong on both.
+    teacher = _probs([0.02, 0.0, 0.98], [0.01, 0.0, 0.99])
+    perfect = _probs([0.0, 1.0, 0.0], [1.0, 0.0, 0.0])
+    weights = reliability_weights(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]))
+    got = combine(_logits(teacher), _maps(perfect, weights=weights), "reliable", 0.6)
+    assert got.labels.flatten().tolist() == [1, 0]
+    assert got.keep.flatten().tolist() == [1, 1]
 
 
 # -- the method ---------------------------------------------------------------------------------
@@ -253,8 +311,39 @@ def test_validate_stage_reports_per_class_binary_dice():
     with torch.no_grad():
         values = method.validate_stage(method.stages()[0], batch.image, batch.label)
     names = mrspineseg_class_map().names
-    assert {"binary_dice", "fused_dice", *(f"binary_dice/{n}" for n in names)} == set(values)
-    assert all(0.0 <= v <= 1.0 for v in values.values())
+    per_class = [
+        f"{kind}/{n}" for kind in ("binary_dice", "binary_overlap", "binary_total") for n in names
+    ]
+    assert {"binary_dice", "fused_dice", *per_class} == set(values)
+    assert all(0.0 <= values[k] <= 1.0 for k in values if "binary_dice" in k or k == "fused_dice")
+
+
+def test_validation_sets_the_per_class_reliabilities():
+    method = _method()
+    pretrain, ssl = method.stages()
+    names = mrspineseg_class_map().names
+    scores = {f"val/pretrain/binary_overlap/{n}": 0.5 for n in names}
+    scores |= {f"val/pretrain/binary_total/{n}": 4.0 for n in names}
+    scores["val/pretrain/binary_total/L3"] = 0.0  # never present nor predicted
+    method.on_validated(pretrain, scores)
+    expected = torch.full((19,), 0.25)
+    expected[names.index("L3")] = 0.0
+    torch.testing.assert_close(method.vlm_reliability, expected)
+    assert torch.equal(method.stage_state_dict(pretrain)["vlm_reliability"], expected)
+    method.on_validated(ssl, {"val/dice": 0.5, "val/dice/L4": 0.8})
+    assert float(method.teacher_reliability[names.index("L4")]) == pytest.approx(0.8)
+    assert float(method.teacher_reliability.sum()) == pytest.approx(0.8)  # the others: absent
+
+
+def test_authors_unlabeled_loss_is_plain_cross_entropy_without_ramp_or_threshold():
+    method = _method(unlabeled_loss="ce", w_pseudo=1.0, consistency=0.0, pseudo_label="teacher")
+    ssl = method.stages()[1]
+    method.on_stage_start(ssl)
+    method.eval()
+    out = method.training_step(ssl, _batch(), StepInfo(10, 1500))  # early: the ramp is 0
+    losses = out.losses
+    torch.testing.assert_close(losses["loss"].detach(), losses["supervised"] + losses["pseudo"])
+    assert float(out.diagnostics["pseudo/confident_fraction"]) == 1.0  # every pixel trains
 
 
 def test_bad_options_and_states_are_one_line_errors():
@@ -330,3 +419,15 @@ def test_tracked_runs_log_both_stages_and_reuse_the_cached_vlm(isolated_env: Pat
     assert reused.data.tags["spinebench.stage_source.pretrain"] == first.info.run_id
     assert "spinebench.stage_cache.pretrain" not in reused.data.tags
     assert "pretrain/loss" not in reused.data.metrics
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"method.pseudo_label": "logit_sum", "method.unlabeled_loss": "ce"},
+        {"method.pseudo_label": "reliable", "method.small": {"patch_size": 4}},
+    ],
+    ids=["logit_sum-ce", "reliable-patch4"],
+)
+def test_every_rule_passes_the_conformance_kit(overrides, spinebench_conformance):
+    spinebench_conformance(CPS4, overrides=overrides)

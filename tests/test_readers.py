@@ -298,6 +298,23 @@ def _with_value_42(d: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return d, a
 
 
+def _half_label(d: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A mask resampled with linear interpolation: a voxel between background and class 1."""
+    d = d.astype(np.float32)
+    d[0, 0, 0] = 0.5
+    return d, a
+
+
+def _link_loop(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path)
+
+
+def _dangling_link(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path.with_name("gone.nii.gz"))
+
+
 BAD_INPUTS = {
     "missing folder": (lambda r: None, "does not exist", "nowhere"),
     "image without mask": (lambda r: _mask(r).unlink(), "no mask at", "Case2.nii.gz"),
@@ -334,6 +351,18 @@ BAD_INPUTS = {
         "orientation unknown",
         "Case2.nii.gz",
     ),
+    "fractional mask values": (
+        lambda r: _rewrite(_mask(r), _half_label),
+        "mask values must be whole class numbers, found 0.5",
+        "mask_case2.nii.gz",
+    ),
+    "symbolic link loop": (lambda r: _link_loop(_image(r)), "symbolic link loop", "Case2.nii.gz"),
+    "dangling symbolic link": (
+        lambda r: _dangling_link(_mask(r)),
+        "symbolic link to a missing file",
+        "mask_case2.nii.gz",
+    ),
+    "data folder is a file": (lambda r: None, "is a file, not a folder", "notes.txt"),
 }
 
 
@@ -351,6 +380,9 @@ def test_bad_input_fails_in_one_line_and_leaves_nothing(
     write_layout(root, "mrspineseg")
     spoil(root)
     data_dir = tmp_path / "nowhere" if problem == "missing folder" else root
+    if problem == "data folder is a file":
+        data_dir = tmp_path / "notes.txt"
+        data_dir.write_text("not a dataset")
     code, _, err = run_cli(
         monkeypatch,
         capsys,
@@ -373,6 +405,15 @@ def test_bad_input_fails_in_one_line_and_leaves_nothing(
     slices = own_cache / "slices"
     assert not slices.exists() or not [p for p in slices.iterdir() if p.is_dir()]
     assert tracked_runs(isolated_env) == []
+    assert not (isolated_env / "mlflow.db").exists()  # refused before the store is created
+
+
+def test_a_constant_image_is_one_warning_not_an_error(tmp_path: Path, own_cache: Path):
+    root = tmp_path / "data"
+    write_layout(root, "mrspineseg")
+    _rewrite(_image(root), lambda d, a: (np.zeros_like(d), a))
+    with pytest.warns(UserWarning, match=r"Case2.nii.gz: every voxel is 0: a constant image"):
+        build_or_load("mrspineseg", dataset("mrspineseg", root), config())
 
 
 @pytest.mark.parametrize(
@@ -400,14 +441,21 @@ def test_bad_input_fails_in_one_line_and_leaves_nothing(
     ],
 )
 def test_other_layouts_name_the_bad_file(
-    layout: str, spoil: Callable[[Path], object], message: str, tmp_path: Path, own_cache: Path
+    layout: str,
+    spoil: Callable[[Path], object],
+    message: str,
+    tmp_path: Path,
+    own_cache: Path,
+    capfd: pytest.CaptureFixture[str],
 ):
     write_layout(tmp_path, layout)
     spoil(tmp_path)
+    capfd.readouterr()
     with pytest.raises(DataError, match=message.replace("(", r"\(")):
         ds = dataset(layout, tmp_path)
         ds.class_map()
         build_or_load(layout, ds, config())
+    assert capfd.readouterr().err == ""  # ITK prints nothing of its own before our line
     assert not (own_cache / "slices").exists() or not [
         p for p in (own_cache / "slices").iterdir() if p.is_dir()
     ]

@@ -99,6 +99,12 @@ class ClipSeg(Method):
                 f"method.template {opts['template']!r} has no {{name}} placeholder for the "
                 "class name"
             )
+        if opts["pretrained"] is None:
+            size = vlm_input_size(int(opts["vlm_image_size"]), int(config["data"]["image_size"]))
+            try:
+                vlm.small_sizes(size, dict(opts["small"]))
+            except ValueError as exc:
+                raise ConfigError(f"method.small or method.vlm_image_size: {exc}") from None
 
     @classmethod
     def default_config(cls, profile: str) -> dict[str, Any]:

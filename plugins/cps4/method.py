@@ -39,14 +39,16 @@ from spinebench.api import (
 )
 
 from .losses import PixelAttentionLoss, token_attention_loss
-from .pseudo import PSEUDO_LABEL_RULES, combine
+from .pseudo import PSEUDO_LABEL_RULES, VlmMaps, combine, reliability_weights, similarity_maps
 
 PRETRAIN, SSL = "pretrain", "ssl"
 #: Bump when stage 1's computation or its state's keys change, so cached VLMs of older code
 #: are not reused.
-STAGE1_VERSION = 2
+STAGE1_VERSION = 3
+UNLABELED_LOSSES = ("masked", "ce")
 _STAGE1_OPTIONS = (
     "pretrained",
+    "small",
     "template",
     "pretrain_iterations",
     "pretrain_lr",
@@ -60,10 +62,13 @@ _STAGE1_OPTIONS = (
 
 
 class CPS4(Method):
+    vlm_reliability: torch.Tensor
+    teacher_reliability: torch.Tensor
     options: ClassVar[dict[str, Any]] = {
         # stage 1: the vision-language model
         "pretrained": None,
         "allow_download": False,
+        "small": {},
         "template": vlm.DEFAULT_TEMPLATE,
         "pretrain_iterations": 500,
         "pretrain_lr": 1e-3,
@@ -77,6 +82,7 @@ class CPS4(Method):
         # stage 2: pseudo labels and the Mean Teacher around them
         "fusion": FUSION_RULES,
         "pseudo_label": PSEUDO_LABEL_RULES,
+        "unlabeled_loss": UNLABELED_LOSSES,
         "w_pseudo": 1.0,
         **semisupervised.MEAN_TEACHER_OPTIONS,
         "conf_thresh": 0.95,
@@ -85,14 +91,23 @@ class CPS4(Method):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         self.opts = opts = ctx.options
-        self.vlm = ClassPromptCLIPSeg(
-            ctx.class_map,
-            pretrained=opts["pretrained"] or None,
-            input_size=ctx.image_size,
-            template=opts["template"],
-            allow_download=opts["allow_download"],
-        )
+        try:
+            self.vlm = ClassPromptCLIPSeg(
+                ctx.class_map,
+                pretrained=opts["pretrained"] or None,
+                input_size=ctx.image_size,
+                template=opts["template"],
+                small=dict(opts["small"]),
+                allow_download=opts["allow_download"],
+            )
+        except ValueError as exc:
+            raise ConfigError(f"cps4.small: {exc}") from None
         self.background = nn.Parameter(torch.zeros(()))
+        # Per-class Dice on the validation split of the VLM (stage 1) and of the segmentation
+        # network (stage 2): what the reliable rule weighs the VLM by (on_validated).
+        k = len(ctx.class_map)
+        self.register_buffer("vlm_reliability", torch.zeros(k))
+        self.register_buffer("teacher_reliability", torch.zeros(k))
         student = build_backbone(ctx.config["model"], ctx.in_channels, ctx.num_classes)
         self.pair = semisupervised.MeanTeacherPair(student, opts)
         self.binary_loss = BinaryMapLoss()
@@ -115,6 +130,15 @@ class CPS4(Method):
             raise ConfigError(f"cps4.{negative[0]} must not be negative")
         if not 0 < opts["conf_thresh"] <= 1:
             raise ConfigError("cps4.conf_thresh must be in (0, 1]")
+        if "{name}" not in opts["template"]:
+            raise ConfigError(
+                f"cps4.template {opts['template']!r} has no {{name}} placeholder for the class name"
+            )
+        if not opts["pretrained"]:
+            try:
+                vlm.small_sizes(int(config["data"]["image_size"]), dict(opts["small"]))
+            except ValueError as exc:
+                raise ConfigError(f"cps4.small: {exc}") from None
 
     @classmethod
     def default_config(cls, profile: str) -> dict[str, Any]:
@@ -191,13 +215,18 @@ class CPS4(Method):
         return self
 
     def stage_state_dict(self, stage: Stage) -> dict[str, Any]:
-        return {"vlm": self.vlm.state_dict(), "background": self.background.detach().clone()}
+        return {
+            "vlm": self.vlm.state_dict(),
+            "background": self.background.detach().clone(),
+            "vlm_reliability": self.vlm_reliability.clone(),
+        }
 
     def load_stage_state_dict(self, stage: Stage, state: dict[str, Any]) -> None:
         try:
             self.vlm.load_state_dict(state["vlm"])
             with torch.no_grad():
                 self.background.copy_(state["background"])
+                self.vlm_reliability.copy_(state["vlm_reliability"])
         except (RuntimeError, KeyError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(
@@ -237,32 +266,39 @@ class CPS4(Method):
         joint = self.ctx.config["train"]["ssl_forward"] == "joint"
         labeled_logits, student_u = self.pair.student_logits(batch.image, strong, joint)
         supervised = self.supervised(labeled_logits, batch.label)
-        teacher = self.pair.teacher_probs(weak)
+        teacher_logits = self.pair.teacher_logits(weak)
+        teacher = teacher_logits.softmax(1)
         with torch.no_grad():
-            vlm_probs = fused_probabilities(self.vlm.binary_logits(weak), o["fusion"])
-            pseudo = combine(teacher, vlm_probs, o["pseudo_label"], o["conf_thresh"])
-        keep = pseudo.keep.float()
-        pseudo_loss = 0.5 * (
-            semisupervised.masked_cross_entropy(student_u, pseudo.labels, keep)
-            + self.masked_dice(student_u, pseudo.labels, keep)
-        )
-        mse = F.mse_loss(student_u.float().softmax(1), teacher)
+            maps = self._vlm_maps(weak)
+            pseudo = combine(teacher_logits, maps, o["pseudo_label"], o["conf_thresh"])
         ramp = semisupervised.consistency_weight(
             1.0, step.iteration, step.total, o["rampup_fraction"], o["start_fraction"]
         )
-        loss = supervised + ramp * (o["w_pseudo"] * pseudo_loss + o["consistency"] * mse)
+        if o["unlabeled_loss"] == "ce":  # PromptSSL: every pixel, hard labels, no ramp
+            pseudo_loss = F.cross_entropy(student_u.float(), pseudo.labels)
+            keep, pseudo_weight = torch.ones_like(pseudo.keep), o["w_pseudo"]
+        else:
+            keep, pseudo_weight = pseudo.keep, ramp * o["w_pseudo"]
+            kept = keep.float()
+            pseudo_loss = 0.5 * (
+                semisupervised.masked_cross_entropy(student_u, pseudo.labels, kept)
+                + self.masked_dice(student_u, pseudo.labels, kept)
+            )
+        mse = F.mse_loss(student_u.float().softmax(1), teacher)
+        loss = supervised + pseudo_weight * pseudo_loss + ramp * o["consistency"] * mse
         diagnostics = semisupervised.pseudo_label_diagnostics(
-            pseudo.probs,
-            batch.unlabeled_truth,
-            o["conf_thresh"],
-            ramp * o["w_pseudo"],
-            keep=pseudo.keep,
+            pseudo.probs, batch.unlabeled_truth, o["conf_thresh"], pseudo_weight, keep=keep
         )
+        diagnostics |= self._class_diagnostics(pseudo.labels, keep, maps)
         truth = batch.unlabeled_truth
         if truth is not None:
             classes = self.ctx.num_classes
-            maps = (("teacher", teacher), ("vlm", vlm_probs), ("fused", teacher + vlm_probs))
-            for name, probs in maps:
+            candidates = (
+                ("teacher", teacher),
+                ("vlm", maps.probs),
+                ("fused", teacher + maps.probs),
+            )
+            for name, probs in candidates:
                 diagnostics[f"{semisupervised.PSEUDO_DICE}_{name}"] = (
                     semisupervised.pseudo_label_dice(probs.argmax(1), truth, classes)
                 )
@@ -275,6 +311,53 @@ class CPS4(Method):
             },
             diagnostics=diagnostics,
         )
+
+    def _vlm_maps(self, images: torch.Tensor) -> VlmMaps:
+        """The frozen VLM's fused class probabilities, plus what the chosen rule needs."""
+        rule = self.opts["pseudo_label"]
+        binary, similarity = self.vlm.maps(images, similarity=rule == "logit_sum")
+        probs = fused_probabilities(binary, self.opts["fusion"])
+        size = (images.shape[-2], images.shape[-1])
+        return VlmMaps(
+            probs,
+            similarity_maps(similarity, size) if similarity is not None else None,
+            reliability_weights(self.vlm_reliability, self.teacher_reliability)
+            if rule == "reliable"
+            else None,
+        )
+
+    def _class_diagnostics(
+        self, labels: torch.Tensor, keep: torch.Tensor, maps: VlmMaps
+    ) -> dict[str, torch.Tensor | float]:
+        """Per class: the share of its pseudo-labelled pixels that are kept, and the VLM's
+        weight with its reliabilities (reliable rule)."""
+        names = ["background", *(c.name for c in self.ctx.class_map.classes)]
+        out: dict[str, torch.Tensor | float] = {}
+        for c, name in enumerate(names):
+            mask = labels == c
+            out[f"pseudo/kept_fraction/{name}"] = (mask & keep).sum() / mask.sum().clamp_min(1)
+        if maps.weights is not None:
+            for c, name in enumerate(names[1:]):
+                out[f"pseudo/vlm_weight/{name}"] = maps.weights[c + 1]
+                out[f"pseudo/vlm_reliability/{name}"] = self.vlm_reliability[c]
+                out[f"pseudo/teacher_reliability/{name}"] = self.teacher_reliability[c]
+        return out
+
+    def on_validated(self, stage: Stage, scores: dict[str, float]) -> None:
+        """Keep the per-class Dice on the validation split: the VLM's pooled binary Dice after
+        each stage-1 validation, the segmentation network's after each stage-2 one."""
+        classes = self.ctx.class_map.classes
+        if stage.name == PRETRAIN:
+            prefix = f"val/{stage.prefix}"
+            values = []
+            for c in classes:
+                total = scores.get(f"{prefix}binary_total/{c.name}", 0.0)
+                overlap = scores.get(f"{prefix}binary_overlap/{c.name}", 0.0)
+                values.append(2 * overlap / total if total > 0 else 0.0)
+            self.vlm_reliability.copy_(torch.tensor(values))
+        else:
+            values = [scores.get(f"val/dice/{c.name}", 0.0) for c in classes]
+            self.teacher_reliability.copy_(torch.tensor(values))
 
     def after_optimizer_step(self, stage: Stage, step: StepInfo) -> None:
         if stage.name == SSL:
@@ -294,12 +377,18 @@ class CPS4(Method):
         both prediction and truth scores 1 (the map rightly found nothing).
         """
         logits = self.vlm.binary_logits(images).float()
-        dice = binary_dice(logits, binary_targets(labels, logits.shape[1]))
+        targets = binary_targets(labels, logits.shape[1])
+        dice = binary_dice(logits, targets)
         out = {"binary_dice": float(dice.mean())}
-        out |= {
-            f"binary_dice/{c.name}": float(d)
-            for c, d in zip(self.ctx.class_map.classes, dice, strict=True)
-        }
+        # Per-slice means of each class's overlap and total: averaged over the val slices by
+        # the engine, their ratio is the Dice pooled over the whole split (on_validated).
+        predicted = (logits > 0).float()
+        overlap = (predicted * targets).sum((2, 3)).mean(0)
+        total = (predicted + targets).sum((2, 3)).mean(0)
+        for c, d, o_c, t_c in zip(self.ctx.class_map.classes, dice, overlap, total, strict=True):
+            out[f"binary_dice/{c.name}"] = float(d)
+            out[f"binary_overlap/{c.name}"] = float(o_c)
+            out[f"binary_total/{c.name}"] = float(t_c)
         fused = fused_probabilities(logits, self.opts["fusion"]).argmax(1)
         out["fused_dice"] = float(
             semisupervised.pseudo_label_dice(fused, labels, self.ctx.num_classes)

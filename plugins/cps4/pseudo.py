@@ -1,12 +1,17 @@
-"""CPS4's stage-2 pseudo labels: the teacher's prediction combined with the VLM's class maps."""
+"""CPS4's stage-2 pseudo labels: the teacher's prediction combined with the VLM's class maps.
+
+Every rule takes plain tensors, so each can be checked on hand-made inputs; README.md gives the
+equations and the sources.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-PSEUDO_LABEL_RULES = ("fused", "teacher", "vlm", "agree")
+PSEUDO_LABEL_RULES = ("fused", "teacher", "vlm", "agree", "logit_sum", "reliable")
 """Values of ``method.pseudo_label``; the first is the default."""
 
 
@@ -20,28 +25,94 @@ class PseudoLabels:
     keep: torch.Tensor
 
 
-def combine(teacher: torch.Tensor, vlm: torch.Tensor, rule: str, threshold: float) -> PseudoLabels:
-    """Pseudo labels from teacher and VLM probabilities (both [B, C, H, W], summing to 1).
+@dataclass(frozen=True)
+class VlmMaps:
+    """What the frozen VLM says about the unlabeled slices.
 
-    - ``teacher``: the teacher's probabilities alone (plain Mean Teacher pseudo labels);
-    - ``vlm``: the VLM's fused class maps alone;
-    - ``fused``: their average ``(p_teacher + p_vlm) / 2``;
-    - ``agree``: the average, kept only where the two arg-maxes agree (where they do, the
-      average's arg-max is that common class).
+    ``probs`` [B, K+1, H, W]: its binary maps fused to class probabilities (channel 0 is
+    background). ``similarity`` [B, K+1, H, W] or None: min-max normalised patch-text similarity
+    maps (:func:`similarity_maps`). ``weights`` [K+1] or None: per-class weight of the VLM
+    (:func:`reliability_weights`).
+    """
+
+    probs: torch.Tensor
+    similarity: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+
+def similarity_maps(similarity: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[B, K, h, w] patch-text similarities -> [B, K+1, H, W] maps in [0, 1].
+
+    As PromptSSL's ``text_mask_generation.py``: each class's map is min-max normalised over the
+    image (a constant map becomes 0) and nearest-upsampled to the slice. Its background has a
+    text of its own; ours has none (stage 1 learns a background score, constant over the
+    image), so channel 0 is 0.
+    """
+    flat = similarity.float().flatten(2)
+    low = flat.amin(-1, keepdim=True)
+    span = flat.amax(-1, keepdim=True) - low
+    unit = torch.where(span > 0, (flat - low) / span.clamp_min(1e-12), torch.zeros_like(flat))
+    maps = unit.view_as(similarity)
+    maps = F.pad(maps, (0, 0, 0, 0, 1, 0))
+    return F.interpolate(maps, size=size, mode="nearest")
+
+
+def reliability_weights(
+    vlm: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """Per-class weight of the VLM: ``w_c = max(0, r_vlm_c - r_teacher_c) / r_vlm_c``.
+
+    ``vlm``, ``teacher`` [K]: per-class Dice of each on the validation split. A class the VLM
+    segments no better than the teacher gets weight 0 (the teacher alone decides it); the more
+    the VLM is ahead, the more it counts. Background (channel 0) always has weight 0: the
+    binary maps have no background score to measure. Returns [K+1].
+    """
+    w = (vlm - teacher).clamp_min(0) / vlm.clamp_min(eps)
+    return F.pad(w.float(), (1, 0))
+
+
+def combine(
+    teacher_logits: torch.Tensor, vlm: VlmMaps, rule: str, threshold: float
+) -> PseudoLabels:
+    """Pseudo labels of a rule, from the teacher's logits [B, C, H, W] and the VLM's maps.
+
+    With ``T = softmax(teacher_logits)`` and ``V = vlm.probs``:
+
+    - ``teacher``: ``T`` alone (plain Mean Teacher pseudo labels);
+    - ``vlm``: ``V`` alone;
+    - ``fused``: ``(T + V) / 2``;
+    - ``agree``: ``(T + V) / 2``, kept only where ``argmax T = argmax V``;
+    - ``logit_sum``: ``softmax(teacher_logits + M)`` with ``M = vlm.similarity``, PromptSSL's
+      released integration (``networks/trainer_2d.py`` 204-208): the normalised similarity maps
+      added to the teacher's raw logits before the arg-max;
+    - ``reliable``: per class ``c``, ``(1 - w_c) T_c + w_c V_c`` with ``w = vlm.weights``,
+      renormalised: where the VLM is not more reliable than the teacher (``w = 0``) the labels
+      are the teacher's.
 
     A pixel is kept when the rule's top probability reaches ``threshold`` (and, for ``agree``,
     the two agree).
     """
     if rule not in PSEUDO_LABEL_RULES:
         raise ValueError(f"unknown pseudo-label rule {rule!r}; use one of {PSEUDO_LABEL_RULES}")
+    teacher = teacher_logits.float().softmax(1)
     if rule == "teacher":
         probs = teacher
     elif rule == "vlm":
-        probs = vlm
+        probs = vlm.probs
+    elif rule == "logit_sum":
+        if vlm.similarity is None:
+            raise ValueError("the logit_sum rule needs the VLM's similarity maps")
+        probs = (teacher_logits.float() + vlm.similarity).softmax(1)
+    elif rule == "reliable":
+        if vlm.weights is None:
+            raise ValueError("the reliable rule needs per-class VLM weights")
+        w = vlm.weights.view(1, -1, 1, 1).to(teacher)
+        mixed = (1 - w) * teacher + w * vlm.probs
+        probs = mixed / mixed.sum(1, keepdim=True).clamp_min(1e-12)
     else:
-        probs = (teacher + vlm) / 2
+        probs = (teacher + vlm.probs) / 2
     confidence, labels = probs.max(1)
     keep = confidence >= threshold
     if rule == "agree":
-        keep &= teacher.argmax(1) == vlm.argmax(1)
+        keep &= teacher.argmax(1) == vlm.probs.argmax(1)
     return PseudoLabels(probs, labels, keep)

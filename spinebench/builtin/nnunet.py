@@ -22,7 +22,7 @@ from spinebench.builtin.readers import (
     spine_class,
 )
 from spinebench.data.classmap import ClassMap
-from spinebench.data.dataset import CaseRef, inside
+from spinebench.data.dataset import CaseRef, existing_file, inside
 from spinebench.errors import DataError
 from spinebench.hookspecs import Register, hookimpl
 
@@ -124,14 +124,14 @@ class NnUNetDataset(RemappedDataset):
             label = inside(self.root, entry["label"])
             ending = next((e for e in NIFTI_ENDINGS if image.name.endswith(e)), image.suffix)
             channel0 = image.with_name(image.name[: -len(ending)] + CHANNEL + ending)
-            if not image.is_file() and channel0.is_file():
+            if not existing_file(image) and existing_file(channel0):
                 image = channel0
-            if not image.is_file():
+            if not existing_file(image):
                 raise DataError(
                     f"{image}: listed in {self.meta_path.name} but missing; "
                     "add it or remove its training entry"
                 )
-            if not label.is_file():
+            if not existing_file(label):
                 raise DataError(
                     f"{image}: no mask at {label}; add it or remove its "
                     f"training entry in {self.meta_path.name}"

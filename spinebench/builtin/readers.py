@@ -7,8 +7,11 @@ the fix; nothing here writes into the data folder.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from spinebench.data.dataset import (
     Dataset,
     Reader,
     Volume,
+    existing_file,
     load_pair,
     nifti_arrays,
 )
@@ -61,6 +65,10 @@ def require_dir(data_dir: Path | None, dataset: str, layout: str) -> Path:
     """The data folder, which the user must give for a real dataset."""
     if data_dir is None:
         raise DataError(f"dataset {dataset!r} needs --data-dir: the folder holding {layout}")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(
+            f"--data-dir {data_dir} is a file, not a folder; pass the folder holding {layout}"
+        )
     if not data_dir.is_dir():
         raise DataError(
             f"data folder {data_dir} does not exist; fix --data-dir (it must hold {layout})"
@@ -72,7 +80,9 @@ def files_with(folder: Path, ending: str, what: str) -> dict[str, Path]:
     """Files of ``folder`` ending in ``ending`` by name without it; a missing folder is an error."""
     if not folder.is_dir():
         raise DataError(f"{folder} does not exist; the {what} go there")
-    return {p.name[: -len(ending)]: p for p in sorted(folder.glob(f"*{ending}")) if p.is_file()}
+    return {
+        p.name[: -len(ending)]: p for p in sorted(folder.glob(f"*{ending}")) if existing_file(p)
+    }
 
 
 def pair_cases(
@@ -104,11 +114,12 @@ def itk_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """
     import SimpleITK as sitk
 
-    if not path.is_file():
+    if not existing_file(path):
         raise DataError(f"{path}: file not found; check the data folder layout")
     try:
-        img = sitk.ReadImage(str(path))
-        array = sitk.GetArrayFromImage(img)
+        with _c_stderr_silenced():  # ITK's MetaIO writes its own lines before our one-line error
+            img = sitk.ReadImage(str(path))
+            array = sitk.GetArrayFromImage(img)
     except RuntimeError as exc:
         reason = next((line for line in str(exc).splitlines() if line.strip()), "read failed")
         raise DataError(
@@ -125,6 +136,22 @@ def itk_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     lps[:3, :3] = direction * np.asarray(img.GetSpacing())
     lps[:3, 3] = img.GetOrigin()
     return array.transpose(2, 1, 0), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+@contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null: C++ libraries write to it directly (std::cerr),
+    past Python's sys.stderr. Python's own stderr stream is flushed first and restored after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:

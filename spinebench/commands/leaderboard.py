@@ -66,6 +66,8 @@ def make_leaderboard(
 ) -> int:
     """Exit 0 with the files written, or 1 when ``--check`` finds a cell that would mislead."""
     chosen = parse_formats(formats)
+    if out.exists() and not out.is_dir():
+        raise SpinebenchError(f"--out {out} is a file; pass a folder for the tables and figures")
     console = Console()
     records = load_runs(resolve_uri(tracking_uri), experiment)
     if check_first:

@@ -17,6 +17,7 @@ from string import Template
 import typer
 
 from spinebench import __version__, plugins
+from spinebench.atomic import atomic_folder
 from spinebench.errors import SpinebenchError
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -74,14 +75,12 @@ def scaffold(name: str, directory: Path | None = None) -> tuple[PluginNames, lis
         )
     templates = files("spinebench").joinpath("templates", "plugin")
     values = asdict(names)
-    written = []
-    for template, destination in FILES.items():
-        path = target / destination.format(**values)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = Template(templates.joinpath(template).read_text()).substitute(values)
-        path.write_text(text)
-        written.append(path)
-    return names, written
+    with atomic_folder(target) as folder:  # all files or none
+        for template, destination in FILES.items():
+            path = folder / destination.format(**values)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(Template(templates.joinpath(template).read_text()).substitute(values))
+    return names, [target / destination.format(**values) for destination in FILES.values()]
 
 
 def create_and_report(name: str, directory: Path | None) -> None:

@@ -7,8 +7,10 @@ axis 2 runs posterior to anterior. It is derived from the image's affine, never 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +104,7 @@ def from_slice_space(array: np.ndarray, affine: np.ndarray, path: Path) -> np.nd
 
 def read_nifti(path: Path) -> nib.Nifti1Image:
     """Load a NIfTI header, failing with one line for a missing, unreadable or unoriented file."""
-    if not path.is_file():
+    if not existing_file(path):
         raise DataError(f"{path}: file not found; check the data folder layout")
     try:
         img = cast(nib.Nifti1Image, nib.load(str(path)))
@@ -137,7 +139,10 @@ def nifti_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def checked_image(array: np.ndarray, path: Path) -> np.ndarray:
-    """An image as a finite 3D float32 volume (a trailing singleton 4th axis is dropped)."""
+    """An image as a finite 3D float32 volume (a trailing singleton 4th axis is dropped).
+
+    A constant image is legal but holds no anatomy: it trains on nothing, so it is warned of.
+    """
     image = np.asarray(array, dtype=np.float32)
     if image.ndim == 4 and image.shape[-1] == 1:
         image = image[..., 0]
@@ -145,7 +150,48 @@ def checked_image(array: np.ndarray, path: Path) -> np.ndarray:
         raise DataError(f"{path}: expected a 3D volume, got shape {image.shape}")
     if not np.isfinite(image).all():
         raise DataError(f"{path}: contains NaN or Inf voxels; clean the image")
+    if image.size and image.min() == image.max():
+        warnings.warn(
+            f"{path}: every voxel is {float(image.flat[0]):g}: a constant image holds no "
+            "anatomy; check the export or remove the case",
+            stacklevel=2,
+        )
     return image
+
+
+def checked_label(array: np.ndarray, path: Path) -> np.ndarray:
+    """A mask as integer class values; fractional values (a mask resampled with linear
+    interpolation) would be rounded into the wrong class, so they are an error."""
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.int64)
+    values = np.asarray(array, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: the mask contains NaN or Inf; clean the mask")
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        raise DataError(
+            f"{path}: mask values must be whole class numbers, found {float(fractional[0]):g}; "
+            "re-export the mask with nearest-neighbour interpolation"
+        )
+    return values.astype(np.int64)
+
+
+def existing_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a broken or looping symbolic link is an error, not a file
+    that silently is not there."""
+    if not path.is_symlink():
+        return path.is_file()
+    try:
+        target = path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 reports a loop as RuntimeError
+        raise DataError(f"{path}: symbolic link loop; fix or remove the link") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError(f"{path}: symbolic link loop; fix or remove the link") from None
+        raise DataError(
+            f"{path}: symbolic link to a missing file ({os.readlink(path)}); fix or remove the link"
+        ) from None
+    return target.is_file()
 
 
 Reader = Callable[[Path], tuple[np.ndarray, np.ndarray]]
@@ -170,7 +216,7 @@ def load_pair(case: CaseRef, read: Reader = nifti_arrays) -> Volume:
             f"{case.label}: affine differs from its image's; "
             "resample or copy the image header onto the mask"
         )
-    label = np.rint(label_raw).astype(np.int64)
+    label = checked_label(label_raw, case.label)
     image_s, spacing = to_slice_space(image, affine, case.image)
     label_s, _ = to_slice_space(label, affine, case.image)
     return Volume(case.case_id, image_s, label_s, spacing)

@@ -127,8 +127,9 @@ def validate(
     runtime: Runtime,
     batch_size: int,
 ) -> dict[str, float]:
-    """A stage's validation numbers: 3D ``val/dice`` for a segmenting stage, else the
-    method's :meth:`~spinebench.method.Method.validate_stage` averaged over val slices."""
+    """A stage's validation numbers: 3D ``val/dice`` and ``val/dice/<class>`` for a segmenting
+    stage, else the method's :meth:`~spinebench.method.Method.validate_stage` averaged over
+    val slices."""
     if stage.segments:
         scores, _ = evaluate(
             method,
@@ -140,7 +141,7 @@ def validate(
             batch_size,
             runtime.autocast(),
         )
-        return {"val/dice": summarize(scores, class_map, "val")["val/dice"]}
+        return {k: v for k, v in summarize(scores, class_map, "val").items() if not math.isnan(v)}
     rows = cache.slice_indices(list(case_ids))
     totals: dict[str, float] = {}
     was_training = method.training

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from spinebench import plugins
-from spinebench.config import config_hash, load_yaml_file, parse_overrides, resolve
+from spinebench.config import config_hash, flatten, load_yaml_file, parse_overrides, resolve
 from spinebench.data.classmap import ClassMap
 from spinebench.data.dataset import Dataset
+from spinebench.data.slices import SliceCache, build_or_load
 from spinebench.data.splits import Split, check_fraction, make_split
 from spinebench.engine.runtime import pick_device
 from spinebench.errors import ConfigError, SpinebenchError
-from spinebench.method import Method
+from spinebench.method import Method, MethodContext
 from spinebench.runinfo import RunRequest
 
 
@@ -60,6 +61,7 @@ def resolve_request(req: RunRequest) -> Resolved:
     dataset_cls = plugins.lookup(plugins.datasets(), req.dataset, "dataset")
     file_config = load_yaml_file(req.config_file) if req.config_file else {}
     overrides = parse_overrides(req.overrides, req.method)
+    _refuse_other_methods_options([*flatten(file_config), *overrides], req.method)
     if req.data_dir is not None:
         overrides["data.dir"] = str(Path(req.data_dir).resolve())
     config = resolve(
@@ -73,6 +75,36 @@ def resolve_request(req: RunRequest) -> Resolved:
     )
     method_cls.validate_config(config)
     return Resolved(req, method_cls, dataset_cls, config)
+
+
+def build_cache(prepared: Prepared) -> SliceCache:
+    """The preprocessed slices (built once, then reused); building reads and checks every
+    case's files, so a bad one is refused before the run is tracked."""
+    return build_or_load(prepared.request.dataset, prepared.dataset, prepared.config)
+
+
+def build_method(prepared: Prepared) -> Method:
+    """The method of a prepared run, on the CPU, as its plugin builds it."""
+    config = prepared.config
+    ctx = MethodContext(
+        class_map=prepared.class_map,
+        image_size=int(config["data"]["image_size"]),
+        options=dict(config["method"]),
+        config=config,
+    )
+    return prepared.method_cls(ctx)
+
+
+def _refuse_other_methods_options(keys: list[str], method: str) -> None:
+    """``mean_teacher.ema_decay`` given to a unimatch run: say whose option it is."""
+    for key in keys:
+        owner = key.split(".")[0]
+        if owner != method and owner in plugins.methods():
+            options = sorted(plugins.methods()[method].options)
+            raise ConfigError(
+                f"{key} is an option of method {owner!r}, and this run's method is {method!r}; "
+                f"drop it (options of {method}: {', '.join(options) or 'none'})"
+            )
 
 
 def load_data(resolved: Resolved) -> Prepared:

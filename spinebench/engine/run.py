@@ -20,40 +20,44 @@ import torch
 from rich.console import Console
 
 from spinebench import __version__, plugins
-from spinebench.config import flatten, short_summary
-from spinebench.data.slices import SliceCache, build_or_load
+from spinebench.config import short_summary
+from spinebench.data.slices import SliceCache
 from spinebench.data.streams import TrainStreams
 from spinebench.engine import artifacts, distributed
 from spinebench.engine.distributed import SINGLE, Distributed
 from spinebench.engine.evaluate import evaluate, summarize, validate
-from spinebench.engine.prepare import Prepared, load_data, resolve_request
+from spinebench.engine.prepare import (
+    Prepared,
+    build_cache,
+    build_method,
+    load_data,
+    resolve_request,
+)
 from spinebench.engine.runtime import Runtime, pick_device, setup, stage_seed, torch_settings_kept
-from spinebench.engine.stages import RunCheckpoints, StageCache, StageEnv, restore, run_stages
+from spinebench.engine.stages import (
+    RunCheckpoints,
+    StageCache,
+    StageEnv,
+    restore,
+    resume_target,
+    run_name_of,
+    run_stages,
+)
 from spinebench.engine.tracking import (
     MlflowTracker,
+    NoSuchExperiment,
     NullTracker,
     Tag,
     Tracker,
     experiment_name,
+    probe,
     resolve_uri,
     source_commit,
+    store_exists,
 )
 from spinebench.engine.trainer import Interrupted, TrainState
-from spinebench.errors import ConfigError
-from spinebench.method import Method, MethodContext, Stage
+from spinebench.method import Method, Stage
 from spinebench.runinfo import RunInfo, RunRequest, RunResult
-
-
-def build_method(prepared: Prepared) -> Method:
-    """The method of a prepared run, on the CPU, as its plugin builds it."""
-    config = prepared.config
-    ctx = MethodContext(
-        class_map=prepared.class_map,
-        image_size=int(config["data"]["image_size"]),
-        options=dict(config["method"]),
-        config=config,
-    )
-    return prepared.method_cls(ctx)
 
 
 class Engine:
@@ -66,30 +70,41 @@ class Engine:
         console: Console | None = None,
         tracker: Tracker | None = None,
         dist: Distributed = SINGLE,
+        resume: str | None = None,
     ) -> None:
+        """``resume``: the run to continue, when the caller has looked it up already."""
         self.p = prepared
         self.dist = dist
         self.console = console or Console(stderr=True, quiet=not dist.main)
         self.config = prepared.config
         self.tracker = tracker
+        self.resume = resume
 
     def run(self) -> RunResult:
+        """Set up (every case's files are read and the method built: the last checks), then
+        reach the store, hold the config's lock and train."""
         req = self.p.request
         tracker: Tracker
-        if self.dist.main:  # an unreachable store is an error before any training
-            tracker = self.tracker or connect(req)
-            lock: Any = artifacts.config_lock(self.p.config_hash)
-        else:
-            tracker, lock = NullTracker(resolve_uri(req.tracking_uri)), nullcontext()
-        with lock, torch_settings_kept():
-            return self._run(tracker)
+        run_name = run_name_of(req)
+        resume_id = self.resume
+        if self.dist.main and resume_id is None:  # read only, before any work
+            resume_id = resume_target(self.tracker or existing(req), req, self.config)
+        with torch_settings_kept():
+            self.runtime, self.cache, method = self._setup()
+            if self.dist.main:
+                tracker = self.tracker or connect(req)
+                lock: Any = artifacts.config_lock(self.p.config_hash)
+            else:
+                tracker, lock = NullTracker(resolve_uri(req.tracking_uri)), nullcontext()
+            with lock:
+                return self._run(tracker, method, run_name, self.dist.broadcast(resume_id))
 
     def _setup(self) -> tuple[Runtime, SliceCache, Method]:
         runtime = setup(self.config["train"], self.p.request.device, self.p.request.seed, self.dist)
+        method = build_method(self.p)  # right after seeding: weights follow from the seed alone
         t0 = time.perf_counter()
-        cache = build_or_load(self.p.request.dataset, self.p.dataset, self.config)
+        cache = build_cache(self.p)
         self.cache_seconds = time.perf_counter() - t0
-        method = build_method(self.p)
         if self.config["train"]["compile"]:  # in place, so state-dict keys stay the same
             for module in method.children():
                 module.compile()
@@ -101,11 +116,10 @@ class Engine:
         self.dist.sync_module(method)
         return runtime, cache, method
 
-    def _run(self, tracker: Tracker) -> RunResult:
+    def _run(
+        self, tracker: Tracker, method: Method, run_name: str, resume_id: str | None
+    ) -> RunResult:
         req, cfg, main = self.p.request, self.config, self.dist.main
-        run_name = f"{req.method}-l{req.labeled:g}-s{req.seed}"
-        resume_id = self.dist.broadcast(self._resume_target(tracker, run_name) if main else None)
-        self.runtime, self.cache, method = self._setup()
         split_hash = self.p.split.hash()
         info = RunInfo(
             req.method,
@@ -165,52 +179,22 @@ class Engine:
             Tag.PLUGIN: plugins.methods().owner(req.method).requirement,
             Tag.PROFILE: req.profile,
             Tag.CONFIG_HASH: self.p.config_hash,
+            **req.extra_tags,
         }
         sha = source_commit()
-        if sha:
-            tags[Tag.GIT_COMMIT] = sha
-        return tags
+        return {**tags, Tag.GIT_COMMIT: sha} if sha else tags
 
     def _announce(self, info: RunInfo, state: TrainState, resumed: bool, found: bool) -> None:
         split = self.p.split
-        where = (
-            f"resumed at stage {state.stage_index} iteration {state.iteration}"
-            if resumed
-            else "resumed from the start"
-            if found
-            else "new"
-        )
+        where = "resumed from the start" if found else "new"
+        if resumed:
+            where = f"resumed at stage {state.stage_index} iteration {state.iteration}"
         self.console.print(f"[bold]spinebench[/] {short_summary(self.config)}")
         self.console.print(
             f"run {info.run_id} ({where}) "
             f"| split {len(split.labeled)} labeled / {len(split.unlabeled)} "
             f"unlabeled / {len(split.val)} val / {len(split.test)} test cases "
             f"| device {self.runtime.device} {self.runtime.precision}"
-        )
-
-    def _resume_target(self, tracker: Tracker, run_name: str) -> str | None:
-        """The run to continue, or None; an explicit --resume that cannot happen says why."""
-        if self.p.request.resume is False:
-            return None
-        found = tracker.find_unfinished(self.p.config_hash)
-        if found or self.p.request.resume is None:
-            return found
-        other = tracker.find_unfinished_by_name(run_name)
-        if other is None:
-            raise ConfigError(
-                f"--resume: no unfinished run {run_name!r} with this config; "
-                "drop --resume to start a new run"
-            )
-        run_id, params = other
-        now = {k: str(v) for k, v in flatten(self.config).items()}
-        changes = [
-            f"{k}: {params.get(k)} -> {now.get(k)}"
-            for k in sorted(now.keys() | params)
-            if params.get(k) != now.get(k)
-        ]
-        raise ConfigError(
-            f"--resume: run {run_id} was started with another config "
-            f"({'; '.join(changes[:5])}); rerun with its settings or use --no-resume"
         )
 
     def _streams(self, stage_index: int) -> TrainStreams:
@@ -243,7 +227,9 @@ class Engine:
             console=self.console,
             dist=self.dist,
             checkpoints=checkpoints,
-            cache=StageCache(self.p.request.method, self.p.split.hash(), self.cache.root.name),
+            cache=StageCache(self.p.request.method, self.p.split.hash(), self.cache.root.name)
+            if self.p.request.reuse_stage_cache
+            else None,
         )
 
     def _test(
@@ -270,22 +256,39 @@ class Engine:
 
 
 def connect(req: RunRequest) -> MlflowTracker:
-    """The request's tracking store and experiment (a one-line error when unreachable)."""
+    """The request's tracking store and experiment, created if new (one line when unreachable)."""
     return MlflowTracker(
         resolve_uri(req.tracking_uri), experiment_name(req.dataset, req.experiment)
     )
 
 
+def existing(req: RunRequest) -> Tracker:
+    """The request's experiment, read only; a tracker that knows no runs when there is none."""
+    uri, name = resolve_uri(req.tracking_uri), experiment_name(req.dataset, req.experiment)
+    if not store_exists(uri):
+        return NullTracker(uri)
+    try:
+        return MlflowTracker(uri, name, create=False)
+    except NoSuchExperiment:
+        return NullTracker(uri)
+
+
 def execute(req: RunRequest, console: Console | None = None) -> RunResult:
-    """Validate, reach the tracking store, then build data and run: a store that is down fails
-    before any cache is built or anything trained. Started by ``torchrun``, it is one rank of
-    a data-parallel run."""
+    """Check everything that can be checked before anything is tracked, then run: the config
+    (nothing read), a tracking server's reachability (nothing written), the data folder (a
+    generated dataset is built only for a valid config), then in :meth:`Engine.run` every
+    file's content (while the slice cache is built) and the method; only then is a sqlite
+    store created. Started by ``torchrun``, it is one rank of a data-parallel run."""
     resolved = resolve_request(req)
     dist = distributed.from_environment(pick_device(req.device).type)
     try:
-        tracker = connect(req) if dist.main else None
+        resume = None
+        if dist.main:
+            probe(resolve_uri(req.tracking_uri))
+            resume = resume_target(existing(req), req, resolved.config)
+        prepared = load_data(resolved)
         if not dist.main:
             console = Console(stderr=True, quiet=True)
-        return Engine(load_data(resolved), console, tracker, dist).run()
+        return Engine(prepared, console, None, dist, resume).run()
     finally:
         dist.close()

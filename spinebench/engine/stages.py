@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from spinebench.config import config_hash, flatten
 from spinebench.data.streams import TrainStreams
 from spinebench.engine import artifacts, checkpoint
 from spinebench.engine.distributed import SINGLE, Distributed
@@ -33,6 +34,7 @@ from spinebench.engine.tracking import Tag, Tracker
 from spinebench.engine.trainer import StageContext, StepObserver, StopFlag, TrainState, run_stage
 from spinebench.errors import ConfigError
 from spinebench.method import Method, Stage
+from spinebench.runinfo import RunRequest
 
 
 class RunCheckpoints:
@@ -76,6 +78,38 @@ class RunCheckpoints:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def run_name_of(req: RunRequest) -> str:
+    return f"{req.method}-l{req.labeled:g}-s{req.seed}"
+
+
+def resume_target(tracker: Tracker, req: RunRequest, config: dict[str, Any]) -> str | None:
+    """The unfinished run with this config to continue, or None; an explicit ``--resume``
+    that cannot happen says why (no such run, or one started with another config)."""
+    if req.resume is False:
+        return None
+    found = tracker.find_unfinished(config_hash(config))
+    if found or req.resume is None:
+        return found
+    name = run_name_of(req)
+    other = tracker.find_unfinished_by_name(name)
+    if other is None:
+        raise ConfigError(
+            f"--resume: no unfinished run {name!r} with this config; drop --resume to start a "
+            "new run"
+        )
+    run_id, params = other
+    now = {k: str(v) for k, v in flatten(config).items()}
+    changes = [
+        f"{k}: {params.get(k)} -> {now.get(k)}"
+        for k in sorted(now.keys() | params)
+        if params.get(k) != now.get(k)
+    ]
+    raise ConfigError(
+        f"--resume: run {run_id} was started with another config "
+        f"({'; '.join(changes[:5])}); rerun with its settings or use --no-resume"
+    )
 
 
 def restore(method: Method, ckpt: dict[str, Any], streams: TrainStreams) -> TrainState:

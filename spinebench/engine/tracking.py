@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -63,6 +64,10 @@ class Tag:
 
 
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
+
+
+class NoSuchExperiment(SpinebenchError):
+    """A store opened for reading does not hold the named experiment."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,45 @@ def store_exists(uri: str) -> bool:
     return db is None or db.is_file()
 
 
+def probe(uri: str) -> None:
+    """Fail with one line when the store cannot be reached or created; leaves nothing behind
+    (a sqlite store is created only once the run's data has been checked)."""
+    db = sqlite_file(uri)
+    if db is not None:
+        _check_creatable(db, uri)
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        return
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with _fail_fast_http():
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise SpinebenchError(
+            f"tracking store {uri} is unreachable ({type(exc).__name__}: "
+            f"{(str(exc).strip().splitlines() or [''])[0][:200]}); start the server or fix "
+            "--tracking-uri"
+        ) from None
+
+
+def _check_creatable(db: Path, uri: str) -> None:
+    """A sqlite store exists, or its nearest existing folder takes a new file."""
+    folder = db if db.exists() else db.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if db.exists():
+            return
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SpinebenchError(
+            f"tracking store {uri} is unreachable (cannot create it under {folder}: "
+            f"{exc.strerror or exc}); fix --tracking-uri or MLFLOW_TRACKING_URI"
+        ) from None
+
+
 class MlflowTracker:
     """:class:`Tracker` over MLflow. ``experiment=None`` reads every experiment of the store;
     ``create=False`` refuses a sqlite store that does not exist instead of creating it."""
@@ -219,7 +263,7 @@ class MlflowTracker:
         if exp is not None:
             return {exp.experiment_id: name}
         if not create:
-            raise SpinebenchError(
+            raise NoSuchExperiment(
                 f"experiment {name!r} does not exist at {self.uri}; check --experiment"
             )
         db = sqlite_file(self.uri)

@@ -246,13 +246,15 @@ def run_stage(
             sums, count = {}, 0
         else:
             ctx.progress.update(it, None)
-        if dist.main and (it % val_every == 0 or it == end):
-            scores = ctx.validate(stage)
-            ctx.log(scores, ctx.global_step_offset + it)
+        if it % val_every == 0 or it == end:  # rank 0 validates, every rank hears the numbers
+            scores = dist.broadcast(ctx.validate(stage) if dist.main else {})
+            method.on_validated(stage, scores)
             score = scores.get("val/dice")
+            if dist.main:
+                ctx.log(scores, ctx.global_step_offset + it)
             if stage.segments and score is not None and score > state.best_score:
                 state.best_score, state.best_iteration = score, it
-                if ctx.checkpoints is not None:
+                if ctx.checkpoints is not None and dist.main:
                     ctx.checkpoints.save_best(method)
         stopping = dist.any(ctx.stop.signal is not None)  # every rank stops at the same step
         if ctx.checkpoints is not None and dist.main and (it % ckpt_every == 0 or stopping):

@@ -34,7 +34,9 @@ CONVENTIONS = (
     f"against `{BASELINE}` and against the best Dice of the column, Holm-corrected within each "
     "labeled fraction; '-' = not applicable or no case differs. Best per column in bold. "
     "HD95/ASSD in mm (a class present in only one of prediction and truth scores the image "
-    "diagonal). Only FINISHED runs; runs of different settings are never averaged."
+    "diagonal). Only FINISHED runs; runs of different settings are never averaged. Every cell "
+    "re-derives with `spinebench reproduce RUN_ID...` (its run ids: column `run_ids` of "
+    "leaderboard.csv)."
 )
 
 
@@ -252,6 +254,7 @@ def _write_csv(boards: Sequence[Board], chosen: dict[str, float | None], out: Pa
                 "p_vs_supervised",
                 "p_vs_best",
                 "best",
+                "run_ids",
             ]
         )
         for board in boards:
@@ -287,6 +290,7 @@ def _write_csv(boards: Sequence[Board], chosen: dict[str, float | None], out: Pa
                         *map(_num, stats),
                         *map(_num, p),
                         ";".join(best),
+                        " ".join(r.run_id for r in cell.runs),
                     ]
                 )
     per_class = out / "leaderboard_per_class.csv"

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,7 +134,7 @@ def build_clipseg(
     if pretrained is not None:
         model = _load(CLIPSegForImageSegmentation, "clipseg", pretrained, allow_download, flag)
     else:
-        sizes = _small_sizes(image_size, small)
+        sizes = small_sizes(image_size, small)
         vision_layers = sizes["vision_layers"]
         depth = min(sizes["decoder_depth"], vision_layers)
         # Spread the tapped layers evenly, as CLIPSeg taps 3, 6, 9 of 12.
@@ -186,7 +188,7 @@ def build_clip(
     if pretrained is not None:
         model = _load(CLIPModel, "clip", pretrained, allow_download, flag)
     else:
-        sizes = _small_sizes(image_size, small)
+        sizes = small_sizes(image_size, small)
         config = CLIPConfig(
             text_config=_text_config(sizes),
             vision_config=_vision_config(sizes, image_size),
@@ -341,15 +343,24 @@ def _pooled(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def _small_sizes(image_size: int, small: dict[str, int] | None) -> dict[str, int]:
+def small_sizes(image_size: int, small: dict[str, int] | None) -> dict[str, int]:
+    """The small random model's sizes for ``image_size`` inputs: :data:`SMALL_DEFAULTS` with
+    ``small`` over them; a ``ValueError`` names a size that cannot work."""
     unknown = sorted(set(small or {}) - set(SMALL_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown small-model keys {unknown}; valid: {sorted(SMALL_DEFAULTS)}")
     sizes = {**SMALL_DEFAULTS, **(small or {})}
+    bad = sorted(k for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int))
+    if bad or any(v < 0 or (v == 0 and k != "patch_size") for k, v in sizes.items()):
+        raise ValueError(f"small-model sizes must be positive integers, got {small}")
     if not sizes["patch_size"]:
         sizes["patch_size"] = 16 if image_size >= 128 else 8
     if sizes["hidden_size"] % sizes["heads"] or sizes["reduce_dim"] % sizes["heads"]:
         raise ValueError("hidden_size and reduce_dim must be multiples of heads")
+    if image_size % sizes["patch_size"]:
+        raise ValueError(
+            f"image size {image_size} must be a multiple of the patch size {sizes['patch_size']}"
+        )
     return sizes
 
 
@@ -399,7 +410,15 @@ def _load(
     else:
         source, local_only = pretrained, not allow_download
     try:
-        model = cls.from_pretrained(source, local_files_only=local_only)
+        with warnings.catch_warnings():  # torch's note on the refused pickle's protocol
+            warnings.simplefilter("ignore", UserWarning)
+            model = cls.from_pretrained(source, local_files_only=local_only)
+    except pickle.UnpicklingError:
+        raise PretrainedUnavailable(
+            f"the {model_type} weights in '{pretrained}' were refused: they are a pickle holding "
+            "more than tensors, which could run code; re-save them with save_pretrained "
+            f"(safetensors) or download them again, then pass --set {flag}=PATH"
+        ) from None
     except (OSError, ValueError) as error:
         raise PretrainedUnavailable(
             unavailable_message(pretrained, f"{model_type} model", flag, allow_download, error)
@@ -447,5 +466,6 @@ __all__ = [
     "patch_tokens",
     "pixel_stats",
     "save_vlm",
+    "small_sizes",
     "to_clip_pixels",
 ]

@@ -115,11 +115,15 @@ class MeanTeacherPair(nn.Module):
         return self.student(labeled), self.student(unlabeled)
 
     @torch.no_grad()
+    def teacher_logits(self, unlabeled: torch.Tensor) -> torch.Tensor:
+        """Teacher logits [B, C, H, W] on the noisy unlabeled slices, in float32."""
+        noise = clamped_gaussian_noise(unlabeled, self.noise_std, self.noise_clip)
+        logits: torch.Tensor = self.teacher(unlabeled + noise).float()
+        return logits
+
     def teacher_probs(self, unlabeled: torch.Tensor) -> torch.Tensor:
         """Teacher softmax [B, C, H, W] on the noisy unlabeled slices, in float32."""
-        noise = clamped_gaussian_noise(unlabeled, self.noise_std, self.noise_clip)
-        probs: torch.Tensor = self.teacher(unlabeled + noise).float().softmax(1)
-        return probs
+        return self.teacher_logits(unlabeled).softmax(1)
 
     def update_teacher(self, step: int) -> float:
         """The EMA step after each optimiser step; returns the rate used."""

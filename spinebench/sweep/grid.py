@@ -78,7 +78,8 @@ def _as_list(value: Any, key: str, origin: str) -> list[str]:
     else:
         raise ConfigError(f"{origin}: {key} must be a list or a comma-separated string")
     if not items or any(not v for v in items):
-        raise ConfigError(f"{origin}: {key} has an empty entry; write e.g. {key}: [a, b]")
+        example = f"{key} a,b" if key.startswith("--") else f"{key}: [a, b]"
+        raise ConfigError(f"{origin}: {key} has an empty entry; write e.g. {example}")
     return items
 
 

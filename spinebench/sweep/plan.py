@@ -13,6 +13,7 @@ from spinebench.engine.tracking import (
     Tag,
     Tracker,
     experiment_name,
+    probe,
     resolve_uri,
 )
 from spinebench.errors import ConfigError
@@ -50,6 +51,7 @@ class Plan:
 def plan(grid: Grid, template: RunRequest, force: bool = False) -> Plan:
     """Prepare every cell (validating it) and find the ones that already finished."""
     uri = resolve_uri(template.tracking_uri)
+    probe(uri)  # a server that is down fails before any cell's data is built
     experiment = experiment_name(template.dataset, template.experiment)
     prepared: list[tuple[GridCell, Prepared]] = []
     seen: dict[str, GridCell] = {}
