@@ -97,7 +97,7 @@ def main() -> None:
                 a = plain_loop(bench, init, n)
                 b = engine_loop(bench, init, n, Path(tmp))
                 ratios.append(b / a)
-                print(f"pair {i}: plain {a:.3f}s engine {b:.3f}s ratio {b / a:.3f}")
+                print(f"pair {i}: plain {a:.3f}s engine {b:.3f}s ratio {b / a:.3f}", flush=True)
         dev = bench.runtime.device
         print(
             f"overhead ratio (engine/plain, median of {args.pairs} interleaved pairs, "
