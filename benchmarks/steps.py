@@ -9,6 +9,10 @@ under their package names, so both trees run with this virtual environment.
 
     python -m benchmarks.steps --baseline-tree /path/to/old/checkout [--iterations 120]
         [--rounds 3] [--threads 2] [--methods supervised,mean_teacher,unimatch,clipseg,cps4]
+        [--set KEY=VALUE ...]
+
+``--set`` goes to both trees, e.g. ``--set model.norm=batch`` to compare the steps alone when
+the two trees' quick profiles differ.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def run_once(method: str, env: dict[str, str], uri: str, args: argparse.Namespac
         f"train.checkpoint_every={10 * n}",
         f"train.threads={args.threads}",
         "eval.overlays=0",
+        *args.set,
     ]
     if method == "cps4":
         sets.append(f"cps4.pretrain_iterations={n}")
@@ -79,6 +84,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     methods = args.methods.split(",")
