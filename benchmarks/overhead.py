@@ -5,13 +5,20 @@ slices with the same augmentation, loss, SGD optimiser and poly schedule. Blocks
 interleaved A B A B in one process; the printed figure is the median of per-pair time ratios
 (engine / plain). Target: <= 1.05.
 
-    python -m benchmarks.overhead [--iterations 40] [--pairs 5] [--device auto]
+    python -m benchmarks.overhead [--iterations 40] [--pairs 5] [--device auto] [--threads N]
+
+The ratio is only meaningful on an otherwise idle machine: a process whose torch threads
+outnumber the free cores waits at every parallel region for a descheduled thread, and two
+blocks a few seconds apart then see different neighbours. The script prints the load average
+before and after and says when it was above the free cores' share; ``--threads 1`` measures
+one thread, the setting for sharing the cores with other runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -74,7 +81,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: all cores")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with bench_env():
         n = args.iterations
         bench = make_bench(
@@ -86,6 +95,7 @@ def main() -> None:
                 f"train.log_every={max(n // 4, 1)}",
                 f"train.val_every={n + 1}",
                 f"train.checkpoint_every={n + 1}",
+                f"train.threads={args.threads}",
             ],
             device=args.device,
         )
@@ -103,6 +113,19 @@ def main() -> None:
             f"overhead ratio (engine/plain, median of {args.pairs} interleaved pairs, "
             f"{n} it, {args.image_size}px, batch {bench.config['train']['batch_size']}, "
             f"{dev} {bench.runtime.precision}): {statistics.median(ratios):.3f}"
+        )
+        report_load(load_before, os.getloadavg()[0], args.threads or os.cpu_count() or 1)
+
+
+def report_load(before: float, after: float, threads: int) -> None:
+    """Say whether other processes shared the cores while the blocks ran."""
+    cores = os.cpu_count() or 1
+    print(f"load average (1 min) before {before:.2f}, after {after:.2f}, on {cores} cores")
+    # this process itself adds about `threads` to the load while it runs
+    if max(before, after - threads) > 0.5:
+        print(
+            "warning: other processes were running; with more busy threads than cores the "
+            "ratio measures the scheduler, not the engine (rerun idle, or with --threads 1)"
         )
 
 

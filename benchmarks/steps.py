@@ -59,7 +59,11 @@ def run_once(method: str, env: dict[str, str], uri: str, args: argparse.Namespac
     cmd = [sys.executable, "-m", "spinebench", "run", "--method", method, "--labeled", "0.05"]
     cmd += [a for s in sets for a in ("--set", s)]
     cmd += ["--tracking-uri", uri, "--no-resume"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    # cwd outside both trees: `python -m` puts the working directory first on sys.path, which
+    # would shadow the tree on PYTHONPATH
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=3600, cwd=env["SPINEBENCH_RUNS"]
+    )
     if proc.returncode:
         raise SystemExit(f"{method} failed: {proc.stderr.strip().splitlines()[-1:]}")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("tracked as run"))
@@ -90,6 +94,7 @@ def main() -> None:
     methods = args.methods.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        (root / "runs").mkdir()
         base = {**os.environ, "SPINEBENCH_RUNS": str(root / "runs")}
         base.setdefault("SPINEBENCH_CACHE", str(root / "cache"))
         trees = {

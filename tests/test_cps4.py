@@ -330,6 +330,7 @@ def test_validation_sets_the_per_class_reliabilities():
     expected[names.index("L3")] = 0.0
     torch.testing.assert_close(method.vlm_reliability, expected)
     assert torch.equal(method.stage_state_dict(pretrain)["vlm_reliability"], expected)
+    assert reliability_weights(method.vlm_reliability, method.teacher_reliability).sum() == 0
     method.on_validated(ssl, {"val/dice": 0.5, "val/dice/L4": 0.8})
     assert float(method.teacher_reliability[names.index("L4")]) == pytest.approx(0.8)
     assert float(method.teacher_reliability.sum()) == pytest.approx(0.8)  # the others: absent

@@ -104,10 +104,12 @@ class CPS4(Method):
             raise ConfigError(f"cps4.small: {exc}") from None
         self.background = nn.Parameter(torch.zeros(()))
         # Per-class Dice on the validation split of the VLM (stage 1) and of the segmentation
-        # network (stage 2): what the reliable rule weighs the VLM by (on_validated).
+        # network (stage 2): what the reliable rule weighs the VLM by (on_validated). Until
+        # stage 2's first validation the network counts as perfect, so the VLM has weight 0:
+        # an unmeasured teacher is not a reason to trust the VLM.
         k = len(ctx.class_map)
         self.register_buffer("vlm_reliability", torch.zeros(k))
-        self.register_buffer("teacher_reliability", torch.zeros(k))
+        self.register_buffer("teacher_reliability", torch.ones(k))
         student = build_backbone(ctx.config["model"], ctx.in_channels, ctx.num_classes)
         self.pair = semisupervised.MeanTeacherPair(student, opts)
         self.binary_loss = BinaryMapLoss()
