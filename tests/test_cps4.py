@@ -25,7 +25,12 @@ from spinebench.models.fusion import binary_targets
 from spinebench.models.vlm import PretrainedUnavailable
 from spinebench.runinfo import RunRequest
 
-PSEUDO_DIAGNOSTICS = ("pseudo/dice_teacher", "pseudo/dice_vlm", "pseudo/dice_fused")
+PSEUDO_DIAGNOSTICS = (
+    "pseudo/dice_teacher",
+    "pseudo/dice_vlm",
+    "pseudo/dice_average",
+    "pseudo/dice_fused",
+)
 
 
 def _method(profile: str = "quick", **options) -> CPS4:
@@ -281,14 +286,18 @@ def test_stage_2_freezes_the_vlm_and_trains_the_student_only():
     assert method.vlm.training and all(p.requires_grad for p in method.vlm.parameters())
 
 
-@pytest.mark.parametrize("rule", ["teacher", "vlm", "fused"])
-def test_pseudo_label_switch_picks_the_label_that_trains(rule):
+@pytest.mark.parametrize(
+    ("rule", "candidate"), [("teacher", "teacher"), ("vlm", "vlm"), ("fused", "average")]
+)
+def test_pseudo_label_switch_picks_the_label_that_trains(rule, candidate):
     method = _method(pseudo_label=rule)
     ssl = method.stages()[1]
     method.on_stage_start(ssl)
     method.eval()  # deterministic teacher and student: the diagnostics compare exactly
     out = method.training_step(ssl, _batch(), StepInfo(1400, 1500))
-    assert float(out.diagnostics["pseudo/dice"]) == float(out.diagnostics[f"pseudo/dice_{rule}"])
+    d = out.diagnostics
+    assert float(d["pseudo/dice"]) == float(d[f"pseudo/dice_{candidate}"])
+    assert float(d["pseudo/dice_fused"]) == float(d["pseudo/dice"])  # always the rule's label
 
 
 def test_loss_is_supervised_plus_ramped_pseudo_and_consistency_terms():

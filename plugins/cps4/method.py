@@ -295,14 +295,17 @@ class CPS4(Method):
         truth = batch.unlabeled_truth
         if truth is not None:
             classes = self.ctx.num_classes
+            # the paper's claim reads dice_fused (this rule's label) against dice_teacher;
+            # dice_average is the plain average's label whatever the rule, as a what-if
             candidates = (
-                ("teacher", teacher),
-                ("vlm", maps.probs),
-                ("fused", teacher + maps.probs),
+                ("teacher", teacher.argmax(1)),
+                ("vlm", maps.probs.argmax(1)),
+                ("average", (teacher + maps.probs).argmax(1)),
+                ("fused", pseudo.labels),
             )
-            for name, probs in candidates:
+            for name, labels in candidates:
                 diagnostics[f"{semisupervised.PSEUDO_DICE}_{name}"] = (
-                    semisupervised.pseudo_label_dice(probs.argmax(1), truth, classes)
+                    semisupervised.pseudo_label_dice(labels, truth, classes)
                 )
         return StepOutput(
             losses={
