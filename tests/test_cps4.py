@@ -357,7 +357,8 @@ def test_authors_unlabeled_loss_is_plain_cross_entropy_without_ramp_or_threshold
 
 
 def test_bad_options_and_states_are_one_line_errors():
-    with pytest.raises(ConfigError, match=r"'method\.pseudo_label' got 'mean'; use one of fused"):
+    expected = r"'method\.pseudo_label' got 'mean'; use one of reliable"
+    with pytest.raises(ConfigError, match=expected):
         _method(pseudo_label="mean")
     with pytest.raises(ConfigError, match=r"cps4\.w_seg must be positive"):
         _method(w_seg=0.0)

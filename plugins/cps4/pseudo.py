@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-PSEUDO_LABEL_RULES = ("fused", "teacher", "vlm", "agree", "logit_sum", "reliable")
+PSEUDO_LABEL_RULES = ("reliable", "teacher", "fused", "agree", "logit_sum", "vlm")
 """Values of ``method.pseudo_label``; the first is the default."""
 
 
