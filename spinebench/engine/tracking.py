@@ -192,11 +192,16 @@ def probe(uri: str) -> None:
         with _fail_fast_http():
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:
-        raise SpinebenchError(
-            f"tracking store {uri} is unreachable ({type(exc).__name__}: "
-            f"{(str(exc).strip().splitlines() or [''])[0][:200]}); start the server or fix "
-            "--tracking-uri"
-        ) from None
+        raise _unreachable(uri, exc) from None
+
+
+def _unreachable(uri: str, exc: Exception) -> SpinebenchError:
+    """The one-line error for a store that did not answer: its first line of complaint."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return SpinebenchError(
+        f"tracking store {uri} is unreachable ({type(exc).__name__}: {first}); start the "
+        "server or fix --tracking-uri"
+    )
 
 
 def _check_creatable(db: Path, uri: str) -> None:
@@ -241,11 +246,7 @@ class MlflowTracker:
         except SpinebenchError:
             raise
         except Exception as exc:
-            raise SpinebenchError(
-                f"tracking store {uri} is unreachable ({type(exc).__name__}: "
-                f"{(str(exc).strip().splitlines() or [''])[0][:200]}); start the server or fix "
-                "--tracking-uri"
-            ) from None
+            raise _unreachable(uri, exc) from None
         self.run_id: str | None = None
 
     @property
