@@ -3,8 +3,10 @@
 The record is what the run logged: ``config.yaml`` (the whole resolved config, so the same
 settings whatever the defaults are now), its split hash, seed and code version. The new run
 goes into a separate experiment (``<experiment>/reproduce``), trains every stage afresh (a
-cached stage is not reused) and is tagged ``spinebench.reproduces``. On the CPU with the same
-spinebench version every test metric must come out bit-identical.
+cached stage is not reused), uses the torch thread count the original trained with (a config's
+``train.threads=0`` means "every core", which differs between machines, and CPU reductions
+depend on the count) and is tagged ``spinebench.reproduces``. On the CPU with the same
+spinebench version and thread count every test metric must come out bit-identical.
 """
 
 from __future__ import annotations
@@ -67,9 +69,21 @@ def record_of(run_id: str, tracking_uri: str | None) -> tuple[TrackedRun, dict, 
     return run, config, uri
 
 
+def recorded_threads(run: TrackedRun) -> int | None:
+    """The torch thread count the run trained with (``None`` for runs that predate the tag)."""
+    value = run.tags.get(Tag.TORCH_THREADS, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def version_warnings(run: TrackedRun) -> list[str]:
-    """Where the code that made the run differs from the code installed now."""
+    """Where the code or the settings that made the run differ from what re-runs it now."""
     out = []
+    if recorded_threads(run) is None:
+        out.append(
+            f"run {run.run_id} does not record its torch thread count ({Tag.TORCH_THREADS}); "
+            "it is re-run with its config's train.threads, and CPU metrics are bit-identical "
+            "only at the same count"
+        )
     made_with = run.tags.get(Tag.VERSION)
     if made_with != __version__:
         out.append(
@@ -94,6 +108,9 @@ def reproduce(
 
         execute = engine_execute
     run, config, uri = record_of(run_id, tracking_uri)
+    threads = recorded_threads(run)
+    if threads is not None:
+        config["train"]["threads"] = threads
     r = config["run"]
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / CONFIG

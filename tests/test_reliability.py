@@ -39,8 +39,10 @@ from spinebench.data.dataset import inside
 from spinebench.engine import checkpoint
 from spinebench.engine.prepare import resolve_request
 from spinebench.engine.run import execute
+from spinebench.engine.stages import StageCache
 from spinebench.engine.trainer import Interrupted
 from spinebench.errors import ConfigError, DataError, SpinebenchError
+from spinebench.method import Stage
 from spinebench.runinfo import RunRequest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -315,6 +317,15 @@ def test_a_stage_loaded_from_cache_leaves_the_same_result_as_one_trained(
     assert cold.data.tags["spinebench.stage_cache.warmup"] == "miss"
     assert warm.data.tags["spinebench.stage_cache.warmup"] == "hit"
     assert _test_metrics(cached.metrics) == _test_metrics(trained.metrics)
+
+
+def test_a_stage_cached_at_another_cpu_thread_count_is_not_loaded() -> None:
+    """CPU reductions depend on the thread count: a cache hit must be what this run trains."""
+    stage = Stage("warmup", 4, cache_key={"lr": 0.1})
+    at = {n: StageCache("twostage", "split", "data", n).path(stage) for n in (1, 2, None)}
+    assert at[1] != at[2] and None not in (at[1], at[2])
+    assert at[1] == StageCache("twostage", "split", "data", 1).path(stage)
+    assert at[None] not in (at[1], at[2])  # on a GPU the count is not part of the key
 
 
 # -- 3. concurrency --------------------------------------------------------------------------

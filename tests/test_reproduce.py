@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import TINY
 from mlflow.tracking import MlflowClient
 
 from spinebench.engine.run import execute
 from spinebench.engine.tracking import Tag
-from spinebench.reproduce import reproduce
+from spinebench.reproduce import record_of, reproduce, version_warnings
 from spinebench.runinfo import RunRequest
 
 OVERRIDES = [TINY[i + 1] for i in range(0, len(TINY), 2)] + ["train.threads=1"]
@@ -42,6 +43,7 @@ def test_a_reproduced_run_has_identical_test_metrics(
     client = MlflowClient(f"sqlite:///{isolated_env / 'mlflow.db'}")
     tags = client.get_run(str(again.run_id)).data.tags
     assert tags[Tag.REPRODUCES] == original
+    assert tags[Tag.TORCH_THREADS] == "1"  # the thread count it ran with is on the record
     if method == "cps4":  # stage 1 was trained again, not read from the cache
         assert tags.get(Tag.stage_cache("pretrain")) != "hit"
 
@@ -59,3 +61,30 @@ def test_a_changed_metric_is_reported_by_name(isolated_env: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "1 of" in proc.stdout and "test metrics differ: test/dice" in proc.stdout, proc.stdout
     assert "test/hd95" not in proc.stdout.split("differ:")[-1]
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_the_original_thread_count_is_used_and_its_absence_is_warned(isolated_env: Path) -> None:
+    """``train.threads=0`` means every core, so the config alone does not pin the count that
+    CPU reductions depend on: the record's tag does (here as if made on a 3-core machine)."""
+    original = _run("supervised", "train.threads=0")
+    client = MlflowClient(f"sqlite:///{isolated_env / 'mlflow.db'}")
+    assert int(client.get_run(original).data.tags[Tag.TORCH_THREADS]) >= 1
+    client.set_tag(original, Tag.TORCH_THREADS, "3")
+    seen: dict[str, int] = {}
+
+    def capture(request: RunRequest) -> None:
+        assert request.config_file is not None
+        seen["threads"] = yaml.safe_load(request.config_file.read_text())["train"]["threads"]
+        raise _Captured
+
+    with pytest.raises(_Captured):
+        reproduce(original, execute=capture)  # type: ignore[arg-type]
+    assert seen == {"threads": 3}
+    assert not any("thread" in w for w in version_warnings(record_of(original, None)[0]))
+    client.delete_tag(original, Tag.TORCH_THREADS)  # a run made before the tag existed
+    warnings = version_warnings(record_of(original, None)[0])
+    assert any(Tag.TORCH_THREADS in w and "bit-identical" in w for w in warnings), warnings

@@ -167,6 +167,15 @@ class Engine:
         checkpoints.remove()  # the final model is a tracked artifact
         return RunResult(info, metrics, per_case, resumed=ckpt is not None)
 
+    def _stage_cache(self) -> StageCache:
+        cpu = self.runtime.device.type == "cpu"
+        return StageCache(
+            self.p.request.method,
+            self.p.split.hash(),
+            self.cache.root.name,
+            self.runtime.threads if cpu else None,
+        )
+
     def _tags(self, split_hash: str) -> dict[str, str]:
         req = self.p.request
         tags = {
@@ -179,6 +188,7 @@ class Engine:
             Tag.PLUGIN: plugins.methods().owner(req.method).requirement,
             Tag.PROFILE: req.profile,
             Tag.CONFIG_HASH: self.p.config_hash,
+            Tag.TORCH_THREADS: str(self.runtime.threads),
             **req.extra_tags,
         }
         sha = source_commit()
@@ -227,9 +237,7 @@ class Engine:
             console=self.console,
             dist=self.dist,
             checkpoints=checkpoints,
-            cache=StageCache(self.p.request.method, self.p.split.hash(), self.cache.root.name)
-            if self.p.request.reuse_stage_cache
-            else None,
+            cache=self._stage_cache() if self.p.request.reuse_stage_cache else None,
         )
 
     def _test(

@@ -23,6 +23,7 @@ class Runtime:
     precision: str  # "fp32" | "bf16"
     channels_last: bool
     deterministic: bool
+    threads: int  # torch's intra-op threads: CPU results are bit-identical only at one count
 
     def autocast(self) -> Callable[[], AbstractContextManager]:
         if self.precision == "bf16":
@@ -67,7 +68,7 @@ def setup(
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return Runtime(device, precision, channels_last, deterministic)
+    return Runtime(device, precision, channels_last, deterministic, torch.get_num_threads())
 
 
 @contextmanager

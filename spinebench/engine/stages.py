@@ -123,11 +123,17 @@ def restore(method: Method, ckpt: dict[str, Any], streams: TrainStreams) -> Trai
 
 @dataclass(frozen=True)
 class StageCache:
-    """Stage states cached under a hash of ``Stage.cache_key``, the split and the data."""
+    """Stage states cached under a hash of ``Stage.cache_key``, the split and the data.
+
+    On the CPU the torch thread count is part of the key: a stage trained at another count is
+    not bit-identical to the one this run would train, so loading it would make the run differ
+    from its own reproduction.
+    """
 
     method: str
     split_hash: str
     data_key: str
+    cpu_threads: int | None = None  # None on a GPU
 
     def path(self, stage: Stage) -> Path | None:
         if stage.cache_key is None:
@@ -139,6 +145,7 @@ class StageCache:
                 "data": self.data_key,
                 "method": self.method,
                 "stage": stage.name,
+                **({"cpu_threads": self.cpu_threads} if self.cpu_threads is not None else {}),
             },
             sort_keys=True,
             default=str,

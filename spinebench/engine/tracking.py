@@ -50,6 +50,7 @@ class Tag:
     RESUMED = "spinebench.resumed"
     ERROR = "spinebench.error"
     REPRODUCES = "spinebench.reproduces"
+    TORCH_THREADS = "spinebench.torch_threads"
     GIT_COMMIT = "mlflow.source.git.commit"
 
     @staticmethod
