@@ -75,7 +75,7 @@ def recorded_threads(run: TrackedRun) -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def version_warnings(run: TrackedRun) -> list[str]:
+def record_warnings(run: TrackedRun) -> list[str]:
     """Where the code or the settings that made the run differ from what re-runs it now."""
     out = []
     if recorded_threads(run) is None:

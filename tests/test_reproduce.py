@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from spinebench.engine.run import execute
 from spinebench.engine.tracking import Tag
-from spinebench.reproduce import record_of, reproduce, version_warnings
+from spinebench.reproduce import record_of, record_warnings, reproduce
 from spinebench.runinfo import RunRequest
 
 OVERRIDES = [TINY[i + 1] for i in range(0, len(TINY), 2)] + ["train.threads=1"]
@@ -84,7 +84,7 @@ def test_the_original_thread_count_is_used_and_its_absence_is_warned(isolated_en
     with pytest.raises(_Captured):
         reproduce(original, execute=capture)  # type: ignore[arg-type]
     assert seen == {"threads": 3}
-    assert not any("thread" in w for w in version_warnings(record_of(original, None)[0]))
+    assert not any("thread" in w for w in record_warnings(record_of(original, None)[0]))
     client.delete_tag(original, Tag.TORCH_THREADS)  # a run made before the tag existed
-    warnings = version_warnings(record_of(original, None)[0])
+    warnings = record_warnings(record_of(original, None)[0])
     assert any(Tag.TORCH_THREADS in w and "bit-identical" in w for w in warnings), warnings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from spinebench.reproduce import Reproduction, record_of, reproduce, version_warnings
+from spinebench.reproduce import Reproduction, record_of, record_warnings, reproduce
 
 
 def _table(rep: Reproduction) -> Table:
@@ -22,7 +22,7 @@ def reproduce_and_report(run_ids: list[str], tracking_uri: str | None, device: s
     console, err = Console(), Console(stderr=True)
     for run_id in run_ids:  # every record is checked before anything trains
         run, _, _ = record_of(run_id, tracking_uri)
-        for warning in version_warnings(run):
+        for warning in record_warnings(run):
             err.print(f"warning: {warning}", highlight=False)
     mismatched = 0
     for run_id in run_ids:
