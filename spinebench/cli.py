@@ -93,6 +93,9 @@ def run(
     device: DeviceOpt = "auto",
     resume: ResumeOpt = None,
     deterministic: DeterministicOpt = None,
+    parent_run: Annotated[
+        str | None, Opt(hidden=True, help="A sweep's parent run (set by sweep workers).")
+    ] = None,
 ) -> None:
     """Train and evaluate one method; the run is tracked in MLflow."""
     from spinebench.commands.run import run_and_report
@@ -111,6 +114,7 @@ def run(
         experiment=experiment,
         device=device,
         resume=resume,
+        parent_run=parent_run,
     )
     run_and_report(req)
 

@@ -159,6 +159,12 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def params_of(config: dict[str, Any]) -> dict[str, str]:
+    """The config as tracked parameters: flattened, values as text; an empty section (a method
+    without options) is no parameter at all, so no parameter reads ``{}``."""
+    return {k: str(v) for k, v in flatten(config).items() if not (isinstance(v, dict) and not v)}
+
+
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = tree

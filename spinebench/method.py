@@ -42,7 +42,11 @@ class Stage:
     id of a tracked run that cached this stage; the engine loads it and skips the stage.
     ``strong_views``: how many strong views of the unlabeled slices the stage's steps read
     (``Batch.unlabeled_strong``); the engine draws only those, since each costs a pass of
-    photometric augmentation per step.
+    photometric augmentation per step. ``restore_best``: a segmenting stage whose
+    best-validation state (not its last) is what the next stage starts from, as BCP's
+    self-training starts from its pre-training's best model; the engine loads it when the stage
+    ends, before caching it. Every segmenting stage keeps its own best; the run is tested with
+    the best of its last stage (and, as ``test_last/*``, with the state it ends in).
     """
 
     name: str
@@ -54,6 +58,7 @@ class Stage:
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     cache_key: dict[str, Any] | None = None
     load_from: str | None = None
+    restore_best: bool = False
 
 
 @dataclass(frozen=True)

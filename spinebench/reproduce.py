@@ -135,12 +135,17 @@ def reproduce(
     return Reproduction(run, result, *compare(run, result))
 
 
+#: The metrics a reproduction must match: both checkpoints' test scores.
+COMPARED = ("test/", "test_last/")
+
+
 def compare(run: TrackedRun, result: RunResult) -> tuple[list[Difference], int]:
-    """Every ``test/*`` metric of either run, and the split, that is not the same."""
+    """Every ``test/*`` and ``test_last/*`` metric of either run, and the split, that is not
+    the same."""
     differences = []
     names = sorted(
-        {k for k in run.metrics if k.startswith("test/")}
-        | {k for k, v in result.metrics.items() if k.startswith("test/") and not math.isnan(v)}
+        {k for k in run.metrics if k.startswith(COMPARED)}
+        | {k for k, v in result.metrics.items() if k.startswith(COMPARED) and not math.isnan(v)}
     )
     for name in names:
         a, b = run.metrics.get(name), result.metrics.get(name)

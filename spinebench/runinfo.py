@@ -31,6 +31,8 @@ class RunRequest:
     reuse_stage_cache: bool = True
     #: Recorded with the run's own tags (``spinebench.reproduces``).
     extra_tags: dict[str, str] = field(default_factory=dict)
+    #: The sweep's parent run, when the run is one of its cells (``mlflow.parentRunId``).
+    parent_run: str | None = None
 
 
 @dataclass

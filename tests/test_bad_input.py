@@ -150,7 +150,7 @@ CASES: list[tuple[str, list[str], str, Setup]] = [
     ("store down", ["--tracking-uri", "http://127.0.0.1:{port}"],
      "tracking store http://127.0.0.1:{port} is unreachable", None),
     ("store not writable", ["--tracking-uri", "sqlite:////proc/spinebench/mlflow.db"],
-     "tracking store sqlite:////proc/spinebench/mlflow.db is unreachable", None),
+     "tracking store sqlite:////proc/spinebench/mlflow.db cannot be created under /proc", None),
     ("plugin raises in register", [],
      "plugin 'raiser' (spinebench-raiser) raised while registering methods: RuntimeError: "
      "model zoo unreachable", _install_raiser),

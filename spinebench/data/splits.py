@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,6 +29,22 @@ class Split:
     def unlabeled(self) -> tuple[str, ...]:
         keep = set(self.labeled)
         return tuple(c for c in self.train if c not in keep)
+
+    def check_disjoint(self) -> None:
+        """Refuse a split in which a case is in two parts (or twice in one): a test case must
+        never be trained on."""
+        parts = {"train": self.train, "val": self.val, "test": self.test}
+        seen: dict[str, str] = {}
+        for name, ids in parts.items():
+            for cid in ids:
+                if cid in seen:
+                    raise DataError(
+                        f"case {cid!r} is in the {seen[cid]} and the {name} split; case ids "
+                        "must be unique"
+                    )
+                seen[cid] = name
+        if not set(self.labeled) <= set(self.train):
+            raise DataError("labeled cases must be training cases")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -59,6 +76,13 @@ def make_split(
 ) -> Split:
     """Deterministic split of sorted ``case_ids``; every part gets at least one case."""
     labeled = check_fraction(labeled)
+    repeated = sorted(c for c, n in Counter(case_ids).items() if n > 1)
+    if repeated:
+        shown = ", ".join(repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        raise DataError(
+            f"the dataset lists {len(repeated)} case id(s) more than once ({shown}); a case "
+            "listed twice could land in training and test: list each case once"
+        )
     ids = sorted(case_ids)
     if len(ids) < 3:
         raise DataError(f"{len(ids)} case(s) found; a train/val/test split needs at least 3")
@@ -76,4 +100,6 @@ def make_split(
     n_lab = max(1, round(labeled * len(train)))
     pick = np.random.default_rng([split_seed, seed]).permutation(len(train))[:n_lab]
     lab = sorted(train[i] for i in pick)
-    return Split(tuple(train), tuple(val), tuple(test), tuple(lab))
+    split = Split(tuple(train), tuple(val), tuple(test), tuple(lab))
+    split.check_disjoint()
+    return split

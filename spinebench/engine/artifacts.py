@@ -1,7 +1,8 @@
 """Every file a run writes, where it goes and its format, shared with ``predict``.
 
 Tracked artifacts (MLflow): ``config.yaml``, ``split.json``, ``class_map.json`` at the start;
-``per_case.csv``, ``overlays/*.png`` and the final model ``checkpoint/model.pt`` at the end;
+``per_case.csv`` (the best-validation checkpoint), ``per_case_last.csv`` (the last one),
+``overlays/*.png`` and the final model ``checkpoint/model.pt`` at the end;
 ``stages/<method>-<stage>-<hash>.pt`` for a cached stage. Local files under the runs folder
 (``SPINEBENCH_RUNS``): ``checkpoints/<run id>/`` (resume and best-model checkpoints, see
 :mod:`spinebench.engine.checkpoint`) and ``locks/<config hash>.lock``; under the cache folder:
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import tempfile
@@ -33,16 +35,21 @@ from spinebench.data.classmap import ClassMap
 from spinebench.data.slices import SliceCache
 from spinebench.data.splits import Split
 from spinebench.engine import checkpoint
-from spinebench.engine.tracking import Tracker
+from spinebench.engine.evaluate import Evaluation
+from spinebench.engine.tracking import DataInput, Tracker
 from spinebench.errors import ConfigError, SpinebenchError
 from spinebench.method import Method
 from spinebench.paths import cache_dir, runs_dir
+from spinebench.runinfo import RunRequest
 from spinebench.stats import nanmean
 
 CONFIG = "config.yaml"
 SPLIT = "split.json"
 CLASS_MAP = "class_map.json"
 PER_CASE = "per_case.csv"
+PER_CASE_LAST = "per_case_last.csv"
+#: Column prefix of per_case.csv: 1 where the case's truth contains the class, else 0.
+PRESENT = "present"
 OVERLAYS = "overlays"
 STAGES = "stages"
 MODEL_ARTIFACT = "checkpoint/model.pt"
@@ -119,21 +126,46 @@ def log_start(tracker: Tracker, config: dict[str, Any], split: Split, class_map:
 def log_results(
     tracker: Tracker,
     method: Method,
-    scores: Scores,
-    preds: dict[str, np.ndarray],
+    best: Evaluation,
+    last: Evaluation,
     cache: SliceCache,
     class_map: ClassMap,
     config: dict[str, Any],
 ) -> None:
-    """The test split's per-case scores, overlays of the first cases, and the final model."""
+    """The test split's per-case scores of both checkpoints, overlays of the first cases and
+    the final model (``method`` holds the best-validation state)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        tracker.log_artifact(write_per_case_csv(folder / PER_CASE, scores, class_map))
+        tracker.log_artifact(write_per_case_csv(folder / PER_CASE, best, class_map))
+        tracker.log_artifact(write_per_case_csv(folder / PER_CASE_LAST, last, class_map))
         count = int(config["eval"]["overlays"])
-        for png in save_overlays(folder / OVERLAYS, cache, preds, class_map, count):
+        for png in save_overlays(folder / OVERLAYS, cache, best.preds, class_map, count):
             tracker.log_artifact(png, OVERLAYS)
         model = write_model(folder / Path(MODEL_ARTIFACT).name, method, config, class_map)
         tracker.log_artifact(model, str(Path(MODEL_ARTIFACT).parent))
+
+
+def data_inputs(req: RunRequest, split: Split) -> list[DataInput]:
+    """The run's data as MLflow dataset inputs, one per part of the split: the name says the
+    dataset and profile, the digest fingerprints that part's cases, the profile counts them."""
+    name = f"{req.dataset} ({req.profile})"
+    source = str(Path(req.data_dir).resolve()) if req.data_dir else req.dataset
+    parts = {
+        "train": {"cases": len(split.train), "labeled": len(split.labeled)},
+        "val": {"cases": len(split.val)},
+        "test": {"cases": len(split.test)},
+    }
+    ids = {"train": split.train, "val": split.val, "test": split.test}
+    return [
+        DataInput(
+            name=name,
+            digest=hashlib.sha256("\n".join(ids[part]).encode()).hexdigest()[:16],
+            source=source,
+            context=part,
+            profile={**counts, "split": split.hash()},
+        )
+        for part, counts in parts.items()
+    ]
 
 
 # -- the final model --------------------------------------------------------------------------
@@ -175,19 +207,23 @@ def read_model(path: Path, shown_as: str | None = None) -> ModelFile:
 # -- per-case scores and overlays -------------------------------------------------------------
 
 
-def write_per_case_csv(path: Path, per_case: Scores, class_map: ClassMap) -> Path:
-    """One row per case: the foreground mean of each metric, then each class's value."""
+def write_per_case_csv(path: Path, result: Evaluation, class_map: ClassMap) -> Path:
+    """One row per case: the foreground mean of each metric, each class's value, then whether
+    the case's truth contains each class (``present/<class>``, 1 or 0)."""
+    per_case = result.scores
     metric_names = list(next(iter(per_case.values())).keys())
-    header = (
-        ["case"] + metric_names + [f"{m}/{c.name}" for m in metric_names for c in class_map.classes]
-    )
+    classes = class_map.classes
+    header = ["case", *metric_names]
+    header += [f"{m}/{c.name}" for m in metric_names for c in classes]
+    header += [f"{PRESENT}/{c.name}" for c in classes]
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(header)
     for cid, scores in per_case.items():
         row: list[object] = [cid]
         row += [nanmean(scores[m].values()) for m in metric_names]
-        row += [scores[m][c.id] for m in metric_names for c in class_map.classes]
+        row += [scores[m][c.id] for m in metric_names for c in classes]
+        row += [int(result.present[cid][c.id]) for c in classes]
         writer.writerow(row)
     return write_atomic(path, text.getvalue())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -72,6 +73,13 @@ def score_case(
     return {name: fn(pred, truth, class_map.ids, spacing) for name, fn in metrics.items()}
 
 
+def classes_present(truth: np.ndarray, class_map: ClassMap) -> dict[int, bool]:
+    """Which foreground classes the case's truth contains: a score of 0 then means "present and
+    missed", and a NaN "absent from both" (the coverage the leaderboard reports per class)."""
+    found = set(np.unique(truth).tolist())
+    return {c: c in found for c in class_map.ids}
+
+
 def summarize(
     per_case: dict[str, dict[str, dict[int, float]]], class_map: ClassMap, prefix: str
 ) -> dict[str, float]:
@@ -91,6 +99,16 @@ def summarize(
     return out
 
 
+@dataclass
+class Evaluation:
+    """Per-case scores (case -> metric -> class id -> value), which classes each case's truth
+    contains, and the predicted label volumes."""
+
+    scores: dict[str, dict[str, dict[int, float]]]
+    present: dict[str, dict[int, bool]]
+    preds: dict[str, np.ndarray]
+
+
 def evaluate(
     method: Method,
     cache: SliceCache,
@@ -100,21 +118,34 @@ def evaluate(
     device: torch.device,
     batch_size: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
-) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, np.ndarray]]:
-    """Per-case scores and the predicted volumes, with the method in eval mode."""
+) -> Evaluation:
+    """Every case scored, with the method in eval mode."""
     was_training = method.training
     method.eval()
     try:
-        scores, preds = {}, {}
+        result = Evaluation({}, {}, {})
         for cid in case_ids:
             pred = predict_case(method, cache, cid, device, batch_size, autocast)
-            scores[cid] = score_case(
-                pred, cache.native_label(cid), cache.cases[cid].spacing, class_map, metrics
+            truth = cache.native_label(cid)
+            result.scores[cid] = score_case(
+                pred, truth, cache.cases[cid].spacing, class_map, metrics
             )
-            preds[cid] = pred
-        return scores, preds
+            result.present[cid] = classes_present(truth, class_map)
+            result.preds[cid] = pred
+        return result
     finally:
         method.train(was_training)
+
+
+def coverage(
+    present: dict[str, dict[int, bool]], class_map: ClassMap, prefix: str
+) -> dict[str, float]:
+    """``<prefix>/cases``: how many cases were scored; ``<prefix>/coverage/<class name>``: in how
+    many of them the truth contains the class (a class that is often absent moves the mean)."""
+    out = {f"{prefix}/cases": float(len(present))}
+    for cls in class_map.classes:
+        out[f"{prefix}/coverage/{cls.name}"] = float(sum(p[cls.id] for p in present.values()))
+    return out
 
 
 def validate(
@@ -131,7 +162,7 @@ def validate(
     stage, else the method's :meth:`~spinebench.method.Method.validate_stage` averaged over
     val slices."""
     if stage.segments:
-        scores, _ = evaluate(
+        scores = evaluate(
             method,
             cache,
             case_ids,
@@ -140,7 +171,7 @@ def validate(
             runtime.device,
             batch_size,
             runtime.autocast(),
-        )
+        ).scores
         return {k: v for k, v in summarize(scores, class_map, "val").items() if not math.isnan(v)}
     rows = cache.slice_indices(list(case_ids))
     totals: dict[str, float] = {}

@@ -24,8 +24,9 @@ from spinebench.config import short_summary
 from spinebench.data.slices import SliceCache
 from spinebench.data.streams import TrainStreams
 from spinebench.engine import artifacts, distributed
+from spinebench.engine.artifacts import Scores
 from spinebench.engine.distributed import SINGLE, Distributed
-from spinebench.engine.evaluate import evaluate, summarize, validate
+from spinebench.engine.evaluate import Evaluation, coverage, evaluate, summarize, validate
 from spinebench.engine.prepare import (
     Prepared,
     build_cache,
@@ -42,6 +43,7 @@ from spinebench.engine.stages import (
     resume_target,
     run_name_of,
     run_stages,
+    same_split,
 )
 from spinebench.engine.tracking import (
     MlflowTracker,
@@ -52,10 +54,12 @@ from spinebench.engine.tracking import (
     experiment_name,
     probe,
     resolve_uri,
+    run_note,
     source_commit,
     store_exists,
 )
 from spinebench.engine.trainer import Interrupted, TrainState
+from spinebench.errors import SpinebenchError
 from spinebench.method import Method, Stage
 from spinebench.runinfo import RunInfo, RunRequest, RunResult
 
@@ -87,8 +91,12 @@ class Engine:
         tracker: Tracker
         run_name = run_name_of(req)
         resume_id = self.resume
-        if self.dist.main and resume_id is None:  # read only, before any work
-            resume_id = resume_target(self.tracker or existing(req), req, self.config)
+        if self.dist.main:  # read only, before any work
+            known = self.tracker or existing(req)
+            if resume_id is None:
+                resume_id = resume_target(known, req, self.config)
+            if resume_id is not None:
+                resume_id = same_split(known, resume_id, self.p.split.hash(), req, self.console)
         with torch_settings_kept():
             self.runtime, self.cache, method = self._setup()
             if self.dist.main:
@@ -149,13 +157,16 @@ class Engine:
         try:
             if ckpt is None:  # a run killed before its first checkpoint logs them again
                 artifacts.log_start(tracker, cfg, self.p.split, self.p.class_map)
+                tracker.log_inputs(artifacts.data_inputs(req, self.p.split))
                 tracker.log_metrics({"data/cache_seconds": self.cache_seconds}, 0)
+                tracker.set_tag(Tag.NOTE, self._note(info, None))
             if main:
                 plugins.get_plugin_manager().hook.spinebench_run_started(run=info)
             run_stages(method, self._stage_env(tracker, checkpoints), state, streams, ckpt)
             if checkpoints is None:
                 return RunResult(info, {}, {}, ckpt is not None, self.dist.rank)
-            metrics, per_case = self._test(method, tracker, checkpoints)
+            metrics, per_case = self._test(method, tracker, checkpoints, state)
+            tracker.set_tag(Tag.NOTE, self._note(info, metrics))
             plugins.get_plugin_manager().hook.spinebench_run_finished(run=info, results=metrics)
         except (Interrupted, KeyboardInterrupt) as exc:
             tracker.end("KILLED", f"interrupted: {exc}")
@@ -166,6 +177,16 @@ class Engine:
         tracker.end("FINISHED")
         checkpoints.remove()  # the final model is a tracked artifact
         return RunResult(info, metrics, per_case, resumed=ckpt is not None)
+
+    def _note(self, info: RunInfo, metrics: dict[str, float] | None) -> str:
+        split = self.p.split
+        sizes = {
+            "labeled": len(split.labeled),
+            "unlabeled": len(split.unlabeled),
+            "val": len(split.val),
+            "test": len(split.test),
+        }
+        return run_note(self.p.request, info.run_id or "", sizes, metrics)
 
     def _stage_cache(self) -> StageCache:
         cpu = self.runtime.device.type == "cpu"
@@ -189,6 +210,7 @@ class Engine:
             Tag.PROFILE: req.profile,
             Tag.CONFIG_HASH: self.p.config_hash,
             Tag.TORCH_THREADS: str(self.runtime.threads),
+            **({Tag.PARENT_RUN: req.parent_run} if req.parent_run else {}),
             **req.extra_tags,
         }
         sha = source_commit()
@@ -241,26 +263,44 @@ class Engine:
         )
 
     def _test(
-        self, method: Method, tracker: Tracker, checkpoints: RunCheckpoints
-    ) -> tuple[dict[str, float], artifacts.Scores]:
-        checkpoints.load_best(method, self.runtime.device)
-        scores, preds = evaluate(
+        self, method: Method, tracker: Tracker, checkpoints: RunCheckpoints, state: TrainState
+    ) -> tuple[dict[str, float], Scores]:
+        """The test split, scored with the last state (``test_last/*``, ``per_case_last.csv``)
+        and with the best-validation one (``test/*``, ``per_case.csv``, the final model); one
+        evaluation when the last validation was the best."""
+        test = self.p.split.test
+        self.p.split.check_disjoint()
+        last = self._evaluate(method, test)
+        best = last
+        final = method.stages()[-1]
+        if state.best_iteration != final.iterations and checkpoints.load_best(
+            method, self.runtime.device
+        ):
+            best = self._evaluate(method, test)
+        if set(best.scores) != set(test):  # never a case of another split
+            raise SpinebenchError(
+                f"evaluated cases {sorted(best.scores)} are not the run's test split {list(test)}"
+            )
+        class_map = self.p.class_map
+        metrics = summarize(best.scores, class_map, "test")
+        metrics |= summarize(last.scores, class_map, "test_last")
+        metrics |= coverage(best.present, class_map, "test")
+        total = sum(s.iterations for s in method.stages())
+        tracker.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)}, total)
+        artifacts.log_results(tracker, method, best, last, self.cache, class_map, self.config)
+        return metrics, best.scores
+
+    def _evaluate(self, method: Method, case_ids: tuple[str, ...]) -> Evaluation:
+        return evaluate(
             method,
             self.cache,
-            self.p.split.test,
+            case_ids,
             self.p.class_map,
             plugins.metrics(),
             self.runtime.device,
             int(self.config["eval"]["batch_size"]),
             self.runtime.autocast(),
         )
-        metrics = summarize(scores, self.p.class_map, "test")
-        total = sum(s.iterations for s in method.stages())
-        tracker.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)}, total)
-        artifacts.log_results(
-            tracker, method, scores, preds, self.cache, self.p.class_map, self.config
-        )
-        return metrics, scores
 
 
 def connect(req: RunRequest) -> MlflowTracker:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from spinebench.config import config_hash, flatten
+from spinebench.config import config_hash, params_of
 from spinebench.data.streams import TrainStreams
 from spinebench.engine import artifacts, checkpoint
 from spinebench.engine.distributed import SINGLE, Distributed
@@ -70,11 +71,13 @@ class RunCheckpoints:
     def latest(self, map_location: str | torch.device) -> dict[str, Any] | None:
         return checkpoint.load_latest(self.folder, map_location)
 
-    def load_best(self, method: Method, map_location: str | torch.device) -> None:
-        """Put the best validated state back, when the run kept one."""
+    def load_best(self, method: Method, map_location: str | torch.device) -> bool:
+        """Put the best validated state back, when the run kept one; whether it did."""
         best = self.folder / "best.pt"
-        if best.is_file():
-            method.load_state_dict(checkpoint.load_file(best, map_location)["method"])
+        if not best.is_file():
+            return False
+        method.load_state_dict(checkpoint.load_file(best, map_location)["method"])
+        return True
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -100,7 +103,7 @@ def resume_target(tracker: Tracker, req: RunRequest, config: dict[str, Any]) -> 
             "new run"
         )
     run_id, params = other
-    now = {k: str(v) for k, v in flatten(config).items()}
+    now = params_of(config)
     changes = [
         f"{k}: {params.get(k)} -> {now.get(k)}"
         for k in sorted(now.keys() | params)
@@ -110,6 +113,26 @@ def resume_target(tracker: Tracker, req: RunRequest, config: dict[str, Any]) -> 
         f"--resume: run {run_id} was started with another config "
         f"({'; '.join(changes[:5])}); rerun with its settings or use --no-resume"
     )
+
+
+def same_split(
+    tracker: Tracker, run_id: str, split_hash: str, req: RunRequest, console: Console
+) -> str | None:
+    """The unfinished run to resume, if the data still split as it did when it started: cases
+    added, removed or renamed since make another split, and that run's ``split.json`` and
+    per-case results would no longer agree. Then a new run starts (``--resume`` refuses)."""
+    run = tracker.get_run(run_id)
+    recorded = run.tags.get(Tag.SPLIT_HASH) if run is not None else None
+    if recorded is None or recorded == split_hash:
+        return run_id
+    change = (
+        f"unfinished run {run_id} was started on another split of the data (split "
+        f"{recorded}, now {split_hash}: cases were added, removed or renamed)"
+    )
+    if req.resume:
+        raise ConfigError(f"--resume: {change}; use --no-resume to start a new run")
+    console.print(f"notice: {change}; starting a new run, which does not continue it")
+    return None
 
 
 def restore(method: Method, ckpt: dict[str, Any], streams: TrainStreams) -> TrainState:
@@ -194,6 +217,7 @@ def run_stages(
             if resume is None:  # its randomness never depends on how earlier stages ran
                 seed_everything(stage_seed(env.seed, index))
                 streams = env.make_streams(index)
+                state.best_score, state.best_iteration = -math.inf, -1  # each stage's own best
             if state.iteration or not _take_stage(method, stage, env):
                 ctx = StageContext(
                     streams,
@@ -210,6 +234,8 @@ def run_stages(
                     env.observer,
                 )
                 run_stage(method, stage, state, ctx, resume)
+                if stage.restore_best:
+                    _restore_best(method, env)
                 _cache_stage(method, stage, env)
             offset += stage.iterations
             state.stage_index, state.iteration = index + 1, 0
@@ -219,6 +245,16 @@ def run_stages(
     if state.skipped_steps:
         env.tracker.log_metrics({"train/skipped_nonfinite_steps": state.skipped_steps}, offset)
     return state
+
+
+def _restore_best(method: Method, env: StageEnv) -> None:
+    """The stage's best-validation state, which the next stage starts from (rank 0 reads it,
+    the others receive it; the conformance kit keeps no checkpoints and goes on as it is)."""
+    if env.checkpoints is None:
+        return
+    if env.dist.main:
+        env.checkpoints.load_best(method, env.runtime.device)
+    env.dist.sync_module(method)
 
 
 def _take_stage(method: Method, stage: Stage, env: StageEnv) -> bool:

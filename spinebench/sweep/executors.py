@@ -96,6 +96,8 @@ def run_arguments(req: RunRequest) -> list[str]:
         args += ["--experiment", req.experiment]
     for override in req.overrides:
         args += ["--set", override]
+    if req.parent_run:
+        args += ["--parent-run", req.parent_run]
     return args
 
 

@@ -5,6 +5,10 @@ interrupted cell continues its own run (the engine resumes unfinished runs by co
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shlex
+import sys
 from dataclasses import dataclass, replace
 
 from spinebench.engine.prepare import Prepared, prepare
@@ -15,6 +19,7 @@ from spinebench.engine.tracking import (
     experiment_name,
     probe,
     resolve_uri,
+    sweep_note,
 )
 from spinebench.errors import ConfigError
 from spinebench.runinfo import RunRequest
@@ -43,6 +48,8 @@ class Plan:
     tracker: MlflowTracker
     cells: list[PlannedCell]
     force: bool = False
+    #: The sweep's parent run in MLflow; every cell is its child.
+    parent_run: str = ""
 
     def to_run(self) -> list[PlannedCell]:
         return [c for c in self.cells if self.force or c.finished_run is None]
@@ -76,11 +83,21 @@ def plan(grid: Grid, template: RunRequest, force: bool = False) -> Plan:
         prepared.append((cell, p))
     tracker = MlflowTracker(uri, experiment)  # creates the experiment before any worker starts
     finished = tracker.finished_runs()
-    planned = [PlannedCell(cell, p, finished.get(p.config_hash)) for cell, p in prepared]
+    keys = sorted(f"{p.config_hash}/{p.split.hash()}" for _, p in prepared)
+    digest = hashlib.sha256(json.dumps([experiment, keys]).encode()).hexdigest()[:16]
+    parent = tracker.parent_run(
+        digest,
+        f"sweep-{digest[:8]}",
+        sweep_note([c.name for c, _ in prepared], shlex.join(["spinebench", *sys.argv[1:]])),
+    )
+    planned = []
+    for cell, p in prepared:
+        p.request = replace(p.request, parent_run=parent)
+        planned.append(PlannedCell(cell, p, finished.get((p.config_hash, p.split.hash()))))
     for pc in planned:
         if pc.finished_run and pc.cell.variant.name:
             tag_variant(tracker, pc.finished_run, pc.cell.variant.name)
-    return Plan(uri, experiment, tracker, planned, force)
+    return Plan(uri, experiment, tracker, planned, force, parent)
 
 
 def tag_variant(tracker: Tracker, run_id: str, variant: str) -> None:

@@ -68,6 +68,9 @@ def run_sweep(sweep_plan: Plan, executor: Executor, console: Console) -> SweepRe
         except KeyboardInterrupt:
             interrupted = True
         started = set(display.running)
+    failed = any(o.status == "failed" for o in outcomes.values())
+    status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
+    sweep_plan.tracker.end_run(sweep_plan.parent_run, status)
     ordered = [
         outcomes.get(pc.config_hash)
         or Outcome(pc, "killed" if pc.cell.name in started else "not run")
