@@ -43,14 +43,14 @@ def measure(method_name: str, profile: str, device: str, steps: int) -> dict[str
     method = bench.method()
     stage = dataclasses.replace(method.stages()[-1], iterations=n)  # trains the segmenter
     streams = bench.streams()
-    batch = streams.next(stage.unlabeled, stage.strong_views)
+    batch = streams.next(stage.unlabeled, stage.strong_views, stage.labeled_strong_views > 0)
     per_step = batch.image.shape[0] + (
         batch.unlabeled_weak.shape[0] if batch.unlabeled_weak is not None else 0
     )
     _sync(dev)
     t0 = time.perf_counter()
     for _ in range(n):
-        streams.next(stage.unlabeled, stage.strong_views)
+        streams.next(stage.unlabeled, stage.strong_views, stage.labeled_strong_views > 0)
     _sync(dev)
     data_s = time.perf_counter() - t0
 

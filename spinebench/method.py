@@ -42,11 +42,13 @@ class Stage:
     id of a tracked run that cached this stage; the engine loads it and skips the stage.
     ``strong_views``: how many strong views of the unlabeled slices the stage's steps read
     (``Batch.unlabeled_strong``); the engine draws only those, since each costs a pass of
-    photometric augmentation per step. ``restore_best``: a segmenting stage whose
-    best-validation state (not its last) is what the next stage starts from, as BCP's
-    self-training starts from its pre-training's best model; the engine loads it when the stage
-    ends, before caching it. Every segmenting stage keeps its own best; the run is tested with
-    the best of its last stage (and, as ``test_last/*``, with the state it ends in).
+    photometric augmentation per step; ``labeled_strong_views`` (0 or 1): a strong view of the
+    labeled slices too (``Batch.image_strong``, ABD's second student). ``restore_best``: a
+    segmenting stage whose best-validation state (not its last) is what the next stage starts
+    from, as BCP's self-training starts from its pre-training's best model; the engine loads it
+    when the stage ends, before caching it. Every segmenting stage keeps its own best; the run
+    is tested with the best of its last stage (and, as ``test_last/*``, with the state it ends
+    in).
     """
 
     name: str
@@ -54,6 +56,7 @@ class Stage:
     prefix: str = "train/"
     unlabeled: bool = False
     strong_views: int = 2
+    labeled_strong_views: int = 0
     segments: bool = True
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     cache_key: dict[str, Any] | None = None
@@ -78,6 +81,7 @@ class Batch:
     """One training step's data, already on the method's device.
 
     ``image``/``label``: labeled slices [B,1,H,W] float and [B,H,W] int64 (weakly augmented).
+    ``image_strong``: a strong view of ``image`` when the stage asks for one.
     ``unlabeled_weak``: unlabeled slices under the same kind of weak augmentation.
     ``unlabeled_strong``: ``Stage.strong_views`` strong views of the same slices (photometric:
     brightness, contrast, blur), pixel-aligned with ``unlabeled_weak``. ``unlabeled_truth``: the
@@ -90,6 +94,7 @@ class Batch:
     unlabeled_weak: torch.Tensor | None = None
     unlabeled_strong: tuple[torch.Tensor, ...] | None = None
     unlabeled_truth: torch.Tensor | None = None
+    image_strong: torch.Tensor | None = None
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Method(nn.Module):
     #: tuple declares the allowed values, the first being the default: the config resolver
     #: refuses any other value and lists these (``"rule": ("fused", "teacher")``).
     options: ClassVar[dict[str, Any]] = {}
+    #: One line for ``spinebench list methods``: what the method is, with its source.
+    description: ClassVar[str] = ""
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()

@@ -12,14 +12,22 @@ import pytest
 import torch
 from conftest import TINY
 from mlflow.tracking import MlflowClient
-from spinebench_unimatch.cutmix import cutmix_box, cutmix_boxes, mix_partners, paste
-from spinebench_unimatch.method import UNLABELED_WEIGHT, UniMatch, total_loss
+from spinebench_unimatch.method import UniMatch
 
 from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
 from spinebench.method import Batch, MethodContext, StepInfo
 from spinebench.models.backbone import UNet
-from spinebench.semisupervised import MaskedDice, masked_cross_entropy
+from spinebench.semisupervised import (
+    UNLABELED_WEIGHT,
+    MaskedDice,
+    cutmix_box,
+    cutmix_boxes,
+    masked_cross_entropy,
+    mix_partners,
+    paste,
+    total_loss,
+)
 
 
 def _method(**options) -> UniMatch:
@@ -188,14 +196,16 @@ def test_without_unlabeled_data_it_trains_supervised_only():
     out = method.training_step(method.stages()[0], batch, StepInfo(0, 10))
     assert set(out.losses) == {"loss"} and not out.diagnostics
     torch.testing.assert_close(
-        out.losses["loss"], method.supervised(method.net(batch.image), batch.label)
+        out.losses["loss"], method.step.supervised(method.net(batch.image), batch.label)
     )
 
 
 def test_eval_mode_pseudo_labels_keep_the_net_in_training_mode():
+    from spinebench.semisupervised.unimatch import _eval_mode_logits
+
     method = _method()
     method.train()
-    method._eval_mode_pseudo_labels(torch.randn(2, 1, 16, 16))
+    _eval_mode_logits(method.net, torch.randn(2, 1, 16, 16))
     assert method.net.training
 
 

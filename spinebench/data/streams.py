@@ -87,9 +87,12 @@ class TrainStreams:
         )
         self.aug_generator = torch.Generator().manual_seed(seed * 1000 + 3)
 
-    def next(self, with_unlabeled: bool, strong_views: int = 2) -> Batch:
+    def next(
+        self, with_unlabeled: bool, strong_views: int = 2, labeled_strong: bool = False
+    ) -> Batch:
         """Draw, move to the device and augment one step's batch (with ``strong_views`` strong
-        views of the unlabeled slices)."""
+        views of the unlabeled slices, and one of the labeled slices when ``labeled_strong``;
+        it is drawn last, so stages without it draw exactly what they drew before)."""
         image, label = self.labeled.draw()
         image, label = self._to_device(image), self._to_device(label)
         image, label = random_affine(image, label, self.aug, self.aug_generator, self.shard)
@@ -106,6 +109,8 @@ class TrainStreams:
                 for _ in range(strong_views)
             )
             batch.unlabeled_truth = u_truth
+        if labeled_strong:
+            batch.image_strong = strong_view(image, self.aug, self.aug_generator, self.shard)
         return batch
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:

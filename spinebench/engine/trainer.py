@@ -184,7 +184,9 @@ def run_stage(
     end = stage.iterations if ctx.max_steps is None else min(stage.iterations, it + ctx.max_steps)
     while it < end:
         perf.data_start()
-        batch = ctx.streams.next(stage.unlabeled, stage.strong_views)
+        batch = ctx.streams.next(
+            stage.unlabeled, stage.strong_views, stage.labeled_strong_views > 0
+        )
         if ctx.runtime.channels_last:
             batch.image = batch.image.contiguous(memory_format=torch.channels_last)
         perf.data_end()

@@ -1,9 +1,12 @@
-"""CutMix between unlabeled images, with UniMatch's box sampler (``dataset/transform.py``
-``obtain_cutmix_box``).
+"""Mixing images and their labels: UniMatch's CutMix and BCP's bidirectional copy-paste.
 
-UniMatch draws the pasted images from a second unlabeled loader; here they come from the same
-unlabeled batch through a random cyclic permutation, so no image is pasted into itself (unless
-the batch holds one image) and no extra data is loaded.
+CutMix (UniMatch ``dataset/transform.py`` ``obtain_cutmix_box``): one random box per image,
+another image of the batch pasted into it. Copy-paste (BCP ``code/ACDC_BCP_train.py``
+``generate_mask``, lines 131-140): one square box of 2/3 of the image side per step, shared by
+the whole batch; the mask is 1 outside the box and 0 inside, so ``mix(a, b, mask)`` is ``a``
+around a patch of ``b``. UniMatch's pasted images come from a second loader; here they come from
+the same unlabeled batch through a random cyclic permutation (no image is pasted into itself
+unless the batch holds one image), so no extra data is loaded.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import math
 
 import torch
 
-#: Box area as a fraction of the image, and its aspect-ratio range (transform.py line 32).
+#: CutMix box area as a fraction of the image, and its aspect-ratio range (transform.py line 32).
 AREA = (0.02, 0.4)
 RATIO = (0.3, 1 / 0.3)
 
@@ -68,3 +71,20 @@ def paste(base: torch.Tensor, other: torch.Tensor, box: torch.Tensor) -> torch.T
     [N, H, W] (pseudo labels, confidences)."""
     mask = box[:, None] if base.dim() == 4 else box
     return torch.where(mask, other, base)
+
+
+def copy_paste_mask(height: int, width: int, fraction: float, device: torch.device) -> torch.Tensor:
+    """BCP's mask [H, W] (float): 0 inside one square-ish box of ``int(fraction x side)`` per
+    axis, 1 outside; the top-left corner is uniform in ``[0, side - box)`` (the source's
+    ``np.random.randint``, whose upper bound is exclusive), drawn from torch's global RNG."""
+    box_h, box_w = int(height * fraction), int(width * fraction)
+    y = int(torch.randint(max(height - box_h, 1), ()))
+    x = int(torch.randint(max(width - box_w, 1), ()))
+    mask = torch.ones(height, width, device=device)
+    mask[y : y + box_h, x : x + box_w] = 0
+    return mask
+
+
+def copy_paste(outside: torch.Tensor, inside: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``outside`` where ``mask`` is 1, ``inside`` in the box (images [N, C, H, W])."""
+    return outside * mask + inside * (1 - mask)

@@ -1,0 +1,1 @@
+"""Adaptive Bidirectional Displacement (ABD) as a spinebench method plugin."""

@@ -1,0 +1,1 @@
+"""Bidirectional Copy-Paste (BCP) as a spinebench method plugin."""

@@ -1,0 +1,1 @@
+"""Cross Pseudo Supervision (CPS) as a spinebench method plugin."""
