@@ -13,7 +13,13 @@ from conftest import TINY
 from mlflow.tracking import MlflowClient
 from spinebench_cps4.losses import PixelAttentionLoss, token_attention_loss
 from spinebench_cps4.method import CPS4
-from spinebench_cps4.pseudo import VlmMaps, combine, reliability_weights, similarity_maps
+from spinebench_cps4.pseudo import (
+    VlmMaps,
+    agreement,
+    reliability_weights,
+    rule_probabilities,
+    similarity_maps,
+)
 
 from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
@@ -131,6 +137,20 @@ def _probs(*rows: list[float]) -> torch.Tensor:
 
 def _maps(vlm: torch.Tensor, **kw: torch.Tensor) -> VlmMaps:
     return VlmMaps(vlm, **kw)
+
+
+class _Labels:
+    """A rule's probabilities, labels and kept pixels, as a thresholding base takes them."""
+
+    def __init__(self, logits: torch.Tensor, vlm: VlmMaps, rule: str, threshold: float) -> None:
+        self.probs = rule_probabilities(logits, vlm, rule)
+        confidence, self.labels = self.probs.max(1)
+        self.keep = confidence >= threshold
+        if rule == "agree":
+            self.keep &= agreement(logits, vlm)
+
+
+combine = _Labels
 
 
 def _logits(probs: torch.Tensor) -> torch.Tensor:
@@ -257,7 +277,7 @@ def test_loss_weights_and_class_softmax_switch():
         out["loss"].detach(), 3.0 * ref["seg"] + 0.5 * ref["token"] + 2.0 * ref["pixel"]
     )
     independent = _method(class_softmax=False)
-    assert not independent.pixel_loss.class_softmax
+    assert not independent.refiner.pixel_loss.class_softmax
     other = independent.training_step(independent.stages()[0], batch, step).losses
     torch.testing.assert_close(other["token"], ref["token"])
     assert not torch.allclose(other["pixel"], ref["pixel"])
@@ -267,23 +287,25 @@ def test_stage_2_freezes_the_vlm_and_trains_the_student_only():
     method = _method()
     pretrain, ssl = method.stages()
     assert {id(p) for p in method.trainable_parameters(pretrain)} == {
-        id(p) for p in [*method.vlm.parameters(), method.background]
+        id(p) for p in [*method.refiner.vlm.parameters(), method.refiner.background]
     }
     method.on_stage_start(ssl)
     method.train()
     assert {id(p) for p in method.trainable_parameters(ssl)} == {
         id(p) for p in method.pair.student.parameters()
     }
-    assert not any(p.requires_grad for p in method.vlm.parameters())
-    assert not method.vlm.training and method.pair.student.training
+    assert not any(p.requires_grad for p in method.refiner.vlm.parameters())
+    assert not method.refiner.vlm.training and method.pair.student.training
     out = method.training_step(ssl, _batch(), StepInfo(1400, 1500))
     out.losses["loss"].backward()
-    assert all(p.grad is None for p in method.vlm.parameters())
+    assert all(p.grad is None for p in method.refiner.vlm.parameters())
     assert {"supervised", "pseudo", "consistency"} <= set(out.losses)
     assert set(PSEUDO_DIAGNOSTICS) <= set(out.diagnostics)
     method.on_stage_start(pretrain)
     method.train()
-    assert method.vlm.training and all(p.requires_grad for p in method.vlm.parameters())
+    assert method.refiner.vlm.training and all(
+        p.requires_grad for p in method.refiner.vlm.parameters()
+    )
 
 
 @pytest.mark.parametrize(
@@ -337,12 +359,19 @@ def test_validation_sets_the_per_class_reliabilities():
     method.on_validated(pretrain, scores)
     expected = torch.full((19,), 0.25)
     expected[names.index("L3")] = 0.0
-    torch.testing.assert_close(method.vlm_reliability, expected)
+    torch.testing.assert_close(method.refiner.vlm_reliability, expected)
     assert torch.equal(method.stage_state_dict(pretrain)["vlm_reliability"], expected)
-    assert reliability_weights(method.vlm_reliability, method.teacher_reliability).sum() == 0
+    assert (
+        reliability_weights(
+            method.refiner.vlm_reliability, method.refiner.teacher_reliability
+        ).sum()
+        == 0
+    )
     method.on_validated(ssl, {"val/dice": 0.5, "val/dice/L4": 0.8})
-    assert float(method.teacher_reliability[names.index("L4")]) == pytest.approx(0.8)
-    assert float(method.teacher_reliability.sum()) == pytest.approx(0.8)  # the others: absent
+    assert float(method.refiner.teacher_reliability[names.index("L4")]) == pytest.approx(0.8)
+    assert float(method.refiner.teacher_reliability.sum()) == pytest.approx(
+        0.8
+    )  # the others: absent
 
 
 def test_authors_unlabeled_loss_is_plain_cross_entropy_without_ramp_or_threshold():

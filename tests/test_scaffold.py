@@ -106,7 +106,8 @@ def test_cli_new_plugin_then_install_discover_run_and_test(
         assert name in {ep.name for ep in entry_points(group="spinebench")}
         listed = _run(BIN / "spinebench", "list", "methods", cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
-        assert f"spinebench_{name}.method" in listed.stdout
+        row = next(line for line in listed.stdout.splitlines() if f" {name} " in line)
+        assert f"spinebench-{name}==0.1.0" in row and "template" in row  # its description
         run = _run(
             BIN / "spinebench",
             "run",

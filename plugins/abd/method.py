@@ -14,7 +14,6 @@ from torch import nn
 
 from spinebench.api import (
     Batch,
-    ConfigError,
     Method,
     MethodContext,
     Stage,
@@ -52,13 +51,7 @@ class ABD(Method):
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> None:
         semisupervised.check_copy_paste_config(config, "abd")
-        opts, size = config["method"], int(config["data"]["image_size"])
-        if opts["grid"] < 1 or size % opts["grid"]:
-            raise ConfigError(
-                f"abd.grid {opts['grid']} must divide data.image_size {size} into equal patches"
-            )
-        if not 1 <= opts["top_num"] <= opts["grid"] ** 2:
-            raise ConfigError(f"abd.top_num must be between 1 and abd.grid^2 ({opts['grid'] ** 2})")
+        semisupervised.check_displacement_config(config, "abd")
 
     def stages(self) -> list[Stage]:
         key = semisupervised.pretrain_cache_key(self.ctx.config, PRETRAIN_VERSION)

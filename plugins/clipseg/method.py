@@ -49,6 +49,7 @@ def vlm_input_size(requested: int, image_size: int) -> int:
 
 
 class ClipSeg(Method):
+    description = "CLIPSeg (CVPR 2022) with one prompt per class, fused to one label map"
     options: ClassVar[dict[str, Any]] = {
         "pretrained": None,
         "template": vlm.DEFAULT_TEMPLATE,

@@ -16,16 +16,6 @@ PSEUDO_LABEL_RULES = ("reliable", "teacher", "fused", "agree", "logit_sum", "vlm
 
 
 @dataclass(frozen=True)
-class PseudoLabels:
-    """``probs`` [B, C, H, W] the rule's class probabilities, ``labels`` [B, H, W] their arg-max,
-    ``keep`` [B, H, W] the pixels the unlabeled loss uses."""
-
-    probs: torch.Tensor
-    labels: torch.Tensor
-    keep: torch.Tensor
-
-
-@dataclass(frozen=True)
 class VlmMaps:
     """What the frozen VLM says about the unlabeled slices.
 
@@ -71,17 +61,15 @@ def reliability_weights(
     return F.pad(w.float(), (1, 0))
 
 
-def combine(
-    teacher_logits: torch.Tensor, vlm: VlmMaps, rule: str, threshold: float
-) -> PseudoLabels:
-    """Pseudo labels of a rule, from the teacher's logits [B, C, H, W] and the VLM's maps.
+def rule_probabilities(teacher_logits: torch.Tensor, vlm: VlmMaps, rule: str) -> torch.Tensor:
+    """Class probabilities of a rule, from the teacher's logits [B, C, H, W] and the VLM's maps.
 
     With ``T = softmax(teacher_logits)`` and ``V = vlm.probs``:
 
     - ``teacher``: ``T`` alone (plain Mean Teacher pseudo labels);
     - ``vlm``: ``V`` alone;
-    - ``fused``: ``(T + V) / 2``;
-    - ``agree``: ``(T + V) / 2``, kept only where ``argmax T = argmax V``;
+    - ``fused`` and ``agree``: ``(T + V) / 2`` (``agree`` keeps only pixels where
+      ``argmax T = argmax V``, :func:`agreement`);
     - ``logit_sum``: ``softmax(teacher_logits + M)`` with ``M = vlm.similarity``, PromptSSL's
       released integration (``networks/trainer_2d.py`` 204-208): the normalised similarity maps
       added to the teacher's raw logits before the arg-max;
@@ -89,30 +77,30 @@ def combine(
       renormalised: where the VLM is not more reliable than the teacher (``w = 0``) the labels
       are the teacher's.
 
-    A pixel is kept when the rule's top probability reaches ``threshold`` (and, for ``agree``,
+    The base keeps a pixel when the top probability reaches its threshold (and, for ``agree``,
     the two agree).
     """
     if rule not in PSEUDO_LABEL_RULES:
         raise ValueError(f"unknown pseudo-label rule {rule!r}; use one of {PSEUDO_LABEL_RULES}")
     teacher = teacher_logits.float().softmax(1)
     if rule == "teacher":
-        probs = teacher
-    elif rule == "vlm":
-        probs = vlm.probs
-    elif rule == "logit_sum":
+        return teacher
+    if rule == "vlm":
+        return vlm.probs
+    if rule == "logit_sum":
         if vlm.similarity is None:
             raise ValueError("the logit_sum rule needs the VLM's similarity maps")
-        probs = (teacher_logits.float() + vlm.similarity).softmax(1)
-    elif rule == "reliable":
+        return (teacher_logits.float() + vlm.similarity).softmax(1)
+    if rule == "reliable":
         if vlm.weights is None:
             raise ValueError("the reliable rule needs per-class VLM weights")
         w = vlm.weights.view(1, -1, 1, 1).to(teacher)
         mixed = (1 - w) * teacher + w * vlm.probs
-        probs = mixed / mixed.sum(1, keepdim=True).clamp_min(1e-12)
-    else:
-        probs = (teacher + vlm.probs) / 2
-    confidence, labels = probs.max(1)
-    keep = confidence >= threshold
-    if rule == "agree":
-        keep &= teacher.argmax(1) == vlm.probs.argmax(1)
-    return PseudoLabels(probs, labels, keep)
+        return mixed / mixed.sum(1, keepdim=True).clamp_min(1e-12)
+    return (teacher + vlm.probs) / 2
+
+
+def agreement(teacher_logits: torch.Tensor, vlm: VlmMaps) -> torch.Tensor:
+    """[B, H, W]: where the teacher's and the VLM's arg-max agree (the ``agree`` rule)."""
+    teacher: torch.Tensor = teacher_logits.float().softmax(1).argmax(1) == vlm.probs.argmax(1)
+    return teacher

@@ -30,6 +30,7 @@ PREDICTORS = ("student", "teacher")
 
 
 class MeanTeacher(Method):
+    description = "Mean Teacher (NeurIPS 2017), as SSL4MIS trains it in 2D"
     options: ClassVar[dict[str, Any]] = {
         **semisupervised.MEAN_TEACHER_OPTIONS,
         "predict_with": PREDICTORS,

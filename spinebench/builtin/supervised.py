@@ -22,6 +22,8 @@ from spinebench.api import (
 
 
 class Supervised(Method):
+    description = "the shared backbone on labeled slices only (lower and upper bound)"
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         self.net = build_backbone(ctx.config["model"], ctx.in_channels, ctx.num_classes)

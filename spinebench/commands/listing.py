@@ -31,7 +31,15 @@ def show(what: str) -> None:
     }
     if what not in registries:
         raise SpinebenchError(f"cannot list {what!r}; use methods, datasets, metrics or plugins")
+    registry = registries[what]()
+    if what == "methods":
+        table = Table("method", "what it is", "plugin")
+        for name, cls in sorted(registry.items()):
+            owner = registry.owner(name)
+            table.add_row(name, getattr(cls, "description", "") or "-", owner.requirement)
+        console.print(table)
+        return
     table = Table(what[:-1], "defined in")
-    for name, obj in sorted(registries[what]().items()):
+    for name, obj in sorted(registry.items()):
         table.add_row(name, getattr(obj, "__module__", "?"))
     console.print(table)

@@ -7,7 +7,13 @@ here so that its own plugin and CPS4, which runs it with a pseudo-label refiner,
 code. Each follows the source cited in its docstring; the plugins' READMEs list the exact lines.
 """
 
-from spinebench.semisupervised.abd import ABD_OPTIONS, ABDStep, abd_students, cutout
+from spinebench.semisupervised.abd import (
+    ABD_OPTIONS,
+    ABDStep,
+    abd_students,
+    check_displacement_config,
+    cutout,
+)
 from spinebench.semisupervised.bcp import (
     BCP_OPTIONS,
     BCP_SOURCE_TRAIN,
@@ -90,6 +96,7 @@ __all__ = [
     "abd_students",
     "bcp_stages",
     "check_copy_paste_config",
+    "check_displacement_config",
     "clamped_gaussian_noise",
     "class_balance",
     "consistency_weight",

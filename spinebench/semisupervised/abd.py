@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spinebench.errors import ConfigError
 from spinebench.method import Batch, StepOutput
 from spinebench.semisupervised.bcp import BCP_OPTIONS, BCPStep
 from spinebench.semisupervised.displacement import choose, displace
@@ -33,6 +34,19 @@ ABD_OPTIONS: dict[str, Any] = {
 """ABD's options: BCP's, plus the displacement grid (256 / patch 64 = 4, l.48-50), the number of
 confident candidate patches (l.52), the probability of the KL-chosen candidate
 (displacement.py l.67) and of the strong view's cutout (dataset.py ``cutout_gray``)."""
+
+
+def check_displacement_config(config: dict[str, Any], method: str) -> None:
+    """The grid must cut a slice into equal patches; the candidates must exist."""
+    opts, size = config["method"], int(config["data"]["image_size"])
+    if opts["grid"] < 1 or size % opts["grid"]:
+        raise ConfigError(
+            f"{method}.grid {opts['grid']} must divide data.image_size {size} into equal patches"
+        )
+    if not 1 <= opts["top_num"] <= opts["grid"] ** 2:
+        raise ConfigError(f"{method}.top_num must be between 1 and {method}.grid squared")
+    if not 0 <= opts["adaptive_p"] <= 1 or not 0 <= opts["cutout_p"] <= 1:
+        raise ConfigError(f"{method}.adaptive_p and {method}.cutout_p must be in [0, 1]")
 
 
 def cutout(
