@@ -44,9 +44,12 @@ class ABD(Method):
 
     @classmethod
     def default_config(cls, profile: str) -> dict[str, Any]:
-        # quick: the engine's CPU optimiser (AdamW 1e-3, poly), shared by every method;
-        # paper: the source's constant SGD 0.01 and 12 + 12 slices (README.md).
-        return {"train": dict(semisupervised.BCP_SOURCE_TRAIN)} if profile == "paper" else {}
+        # quick: the engine's CPU optimiser (AdamW 1e-3, poly), shared by every method, and the
+        # shared budget of 1000 iterations split 1 : 3 as the source's 10000 + 30000;
+        # paper: the source's constant SGD 0.01, 12 + 12 slices and budgets (README.md).
+        if profile == "paper":
+            return {"train": dict(semisupervised.BCP_SOURCE_TRAIN)}
+        return {"method": dict(semisupervised.QUICK_BUDGET)}
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> None:

@@ -145,9 +145,10 @@ class CPS4(Method):
     @classmethod
     def default_config(cls, profile: str) -> dict[str, Any]:
         """Mean Teacher's optimiser, batches and stage-2 budget; the paper profile fine-tunes
-        pretrained CLIPSeg (CLIP ViT-B/16) in stage 1."""
-        if profile != "paper":
-            return {}
+        pretrained CLIPSeg (CLIP ViT-B/16) in stage 1. On bases bcp and abd the quick profile
+        splits the budget as those methods do."""
+        if profile != "paper":  # bases bcp/abd: the quick profile's split of the budget
+            return {"method": dict(semisupervised.QUICK_BUDGET)}
         return deep_merge(
             {"train": dict(semisupervised.SOURCE_TRAIN)},
             {

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinebench.config import UNHASHED, flatten
 from spinebench.errors import ConfigError
 from spinebench.method import Batch, Stage, StepOutput, frozen
 from spinebench.semisupervised.components import largest_component_per_class
@@ -43,14 +44,20 @@ SOURCE_PRETRAIN, SOURCE_SELFTRAIN = 10000, 30000
 
 BCP_OPTIONS: dict[str, Any] = {
     "pretrain_fraction": SOURCE_PRETRAIN / SOURCE_SELFTRAIN,
+    "selftrain_fraction": 1.0,
     "ema_decay": 0.99,
     "u_weight": 0.5,
     "box_fraction": 2 / 3,
     "largest_component": True,
 }
-"""BCP's options (``method.<name>``): pre-training budget as a fraction of ``train.iterations``
-(10000 of 30000), EMA decay (l.390), weight of unlabeled pixels (l.48), box side (l.134), the
-connected-component filter of pseudo labels (l.365-366)."""
+"""BCP's options (``method.<name>``): the two stages' budgets as fractions of
+``train.iterations`` (the source's 10000 + 30000 with the paper profile's 30000), EMA decay
+(l.390), weight of unlabeled pixels (l.48), box side (l.134), the connected-component filter of
+pseudo labels (l.365-366)."""
+
+#: The quick profile trains every method's network for ``train.iterations`` in all: BCP's two
+#: stages share them in the source's proportion, 1 : 3 (250 + 750 of 1000).
+QUICK_BUDGET: dict[str, Any] = {"pretrain_fraction": 0.25, "selftrain_fraction": 0.75}
 
 #: The paper profile's ``train.*`` for BCP and ABD: SGD 0.01, momentum 0.9, weight decay 1e-4
 #: (l.223, l.334), 12 labeled + 12 unlabeled slices (l.39, l.46), and no learning-rate decay:
@@ -76,18 +83,19 @@ def check_copy_paste_config(config: dict[str, Any], method: str) -> None:
             f"({train['unlabeled_batch_size']})"
         )
     opts = config["method"]
-    if not 0 < opts["pretrain_fraction"] <= 10:
-        raise ConfigError(f"{method}.pretrain_fraction must be in (0, 10]")
+    for key in ("pretrain_fraction", "selftrain_fraction"):
+        if not 0 < opts[key] <= 10:
+            raise ConfigError(f"{method}.{key} must be in (0, 10]")
     if not 0 < opts["box_fraction"] < 1:
         raise ConfigError(f"{method}.box_fraction must be in (0, 1)")
     if not 0 <= opts["ema_decay"] < 1 or opts["u_weight"] < 0:
         raise ConfigError(f"{method}.ema_decay must be in [0, 1) and {method}.u_weight >= 0")
 
 
-def pretrain_iterations(config: dict[str, Any]) -> int:
-    """Pre-training scales with the budget: ``pretrain_fraction x train.iterations`` (the
-    source's 10000 of 30000; 333 of the quick profile's 1000)."""
-    fraction = float(config["method"]["pretrain_fraction"])
+def stage_iterations(config: dict[str, Any], stage: str) -> int:
+    """A stage's budget: ``<stage>_fraction x train.iterations`` (paper: 10000 and 30000 of
+    30000, the source's; quick: 250 and 750 of 1000, :data:`QUICK_BUDGET`)."""
+    fraction = float(config["method"][f"{stage}_fraction"])
     return max(1, round(fraction * int(config["train"]["iterations"])))
 
 
@@ -99,7 +107,7 @@ def bcp_stages(
     return [
         Stage(
             name=PRETRAIN,
-            iterations=pretrain_iterations(config),
+            iterations=stage_iterations(config, PRETRAIN),
             prefix=f"{PRETRAIN}/",
             unlabeled=False,
             strong_views=0,
@@ -108,7 +116,7 @@ def bcp_stages(
         ),
         Stage(
             name=SELFTRAIN,
-            iterations=int(config["train"]["iterations"]),
+            iterations=stage_iterations(config, SELFTRAIN),
             prefix=f"{SELFTRAIN}/",
             unlabeled=True,
             strong_views=1 if strong else 0,
@@ -120,11 +128,12 @@ def bcp_stages(
 def pretrain_cache_key(config: dict[str, Any], version: int) -> dict[str, Any]:
     """What pre-training computes from, besides the split and data the engine adds: the whole
     config but the self-training options."""
-    key = copy.deepcopy(config)
-    key["method"] = {
-        k: v for k, v in config["method"].items() if k in ("pretrain_fraction", "box_fraction")
+    kept = ("method.pretrain_fraction", "method.box_fraction")
+    flat = {k: v for k, v in flatten(config).items() if k not in UNHASHED}
+    return {
+        "version": version,
+        "config": {k: v for k, v in flat.items() if not k.startswith("method.") or k in kept},
     }
-    return {"version": version, "config": key}
 
 
 @torch.no_grad()
