@@ -116,3 +116,24 @@ def test_refiner_none_is_exactly_the_bases_own_run(isolated_env, base: str) -> N
     assert runs["own"].keys() == runs["cps4"].keys()
     assert runs["own"] == runs["cps4"]
     assert "test/dice" in runs["own"] and "test_last/dice" in runs["own"]
+
+
+def test_cps4_on_bcp_gives_the_same_run_with_its_stages_cached(isolated_env) -> None:
+    """Both cached stages (the VLM and BCP's pre-training, with the network's reliabilities
+    its validations measured) make the second run exactly the first; the pre-training cached
+    without the VLM is not taken for one with it."""
+    from spinebench.engine.run import execute
+
+    overrides = [v for k, v in zip(TINY[::2], TINY[1::2], strict=True) if k == "--set"]
+    overrides += ["train.threads=1", "cps4.base=bcp", "cps4.pretrain_iterations=2"]
+    results = []
+    for name in ("none", "first", "second"):
+        extra = ["cps4.refiner=none"] if name == "none" else []
+        uri = f"sqlite:///{isolated_env}/{name}.db"
+        execute(RunRequest("cps4", 0.5, overrides=[*overrides, *extra], tracking_uri=uri))
+        results.append(_metrics(uri))
+    _, first, second = results
+    assert "pretrain/loss" in first and "vlm/loss" in first  # both trained, not cached
+    assert "pretrain/loss" not in second and "vlm/loss" not in second  # both from the cache
+    compared = [k for k in first if k.startswith(("test", "selftrain/", "pseudo/"))]
+    assert compared and all(first[k] == second[k] for k in compared)

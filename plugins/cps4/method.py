@@ -175,7 +175,16 @@ class CPS4(Method):
             return [*own, ssl]
         if self.base == "unimatch":
             return [*own, semisupervised.unimatch_stage(config)]
-        key = semisupervised.pretrain_cache_key(config, BASE_PRETRAIN_VERSION)
+        vlm_key = self.refiner.stage().cache_key if self.refiner is not None else None
+        key = semisupervised.pretrain_cache_key(
+            config,
+            BASE_PRETRAIN_VERSION,
+            {
+                "refiner": self.opts["refiner"],
+                "vlm": vlm_key,
+                "vlm_from": self.opts["pretrained_vlm"],
+            },
+        )
         base = semisupervised.bcp_stages(config, key, strong=self.base == "abd")
         if config["run"]["profile"] == "paper":  # BCP's and ABD's constant learning rate
             base = [_constant_rate(s) for s in base]
@@ -224,14 +233,19 @@ class CPS4(Method):
         if self._refiner_stage(stage):
             assert self.refiner is not None
             return self.refiner.stage_state()
-        return {"student": self.bcp_pair.student.state_dict()}
+        state: dict[str, Any] = {"student": self.bcp_pair.student.state_dict()}
+        if self.refiner is not None:  # what pre-training's validations measured of the network
+            state["teacher_reliability"] = self.refiner.teacher_reliability.clone()
+        return state
 
     def load_stage_state_dict(self, stage: Stage, state: dict[str, Any]) -> None:
         if self._refiner_stage(stage):
             assert self.refiner is not None
             self.refiner.load_stage_state(state)
-        else:
-            self.bcp_pair.student.load_state_dict(state["student"])
+            return
+        self.bcp_pair.student.load_state_dict(state["student"])
+        if self.refiner is not None:
+            self.refiner.teacher_reliability.copy_(state["teacher_reliability"])
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:

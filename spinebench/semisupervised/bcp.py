@@ -125,14 +125,19 @@ def bcp_stages(
     ]
 
 
-def pretrain_cache_key(config: dict[str, Any], version: int) -> dict[str, Any]:
+def pretrain_cache_key(
+    config: dict[str, Any], version: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What pre-training computes from, besides the split and data the engine adds: the whole
-    config but the self-training options."""
+    config but the self-training options; ``extra``: whatever else changes it in the hosting
+    method (CPS4's VLM is built first and trained first, which moves the network's random
+    start and the stage's seed)."""
     kept = ("method.pretrain_fraction", "method.box_fraction")
     flat = {k: v for k, v in flatten(config).items() if k not in UNHASHED}
     return {
         "version": version,
         "config": {k: v for k, v in flat.items() if not k.startswith("method.") or k in kept},
+        **({"extra": extra} if extra else {}),
     }
 
 
