@@ -208,7 +208,7 @@ def sweep(
 
 FormatOpt = Annotated[
     list[str] | None,
-    typer.Option("--format", help="md, csv or html (repeatable; default: all three)."),
+    typer.Option("--format", help="md, csv, html or latex (repeatable; default: all four)."),
 ]
 ClassFractionOpt = Annotated[
     float | None,
@@ -223,6 +223,19 @@ CheckOpt = Annotated[
 CheckSeedsOpt = Annotated[
     str | None, typer.Option(help="--check: seeds every cell must have (default: every seed seen).")
 ]
+RecordsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Read record files (`spinebench export`) instead of the tracking store."),
+]
+CheckpointOpt = Annotated[
+    str,
+    typer.Option(
+        help="best (selected on validation), last, or both (best ranked, last Dice beside it)."
+    ),
+]
+MinSeedsOpt = Annotated[
+    int, typer.Option(help="Seeds a row needs to be eligible as a column's best.")
+]
 
 
 @app.command()
@@ -236,8 +249,12 @@ def leaderboard(
     class_fraction: ClassFractionOpt = None,
     check: CheckOpt = False,
     seeds: CheckSeedsOpt = None,
+    records: RecordsOpt = None,
+    checkpoint: CheckpointOpt = "both",
+    min_seeds: MinSeedsOpt = 3,
 ) -> None:
-    """Tables (md, csv, html), significance tests and figures from the tracked runs."""
+    """Tables (md, csv, html, latex), significance tests and figures (PNG, PDF) from the tracked
+    runs or from record files."""
     from spinebench.commands.leaderboard import make_leaderboard, parse_seeds
 
     raise typer.Exit(
@@ -249,8 +266,26 @@ def leaderboard(
             class_fraction=class_fraction,
             check_first=check,
             seeds=parse_seeds(seeds),
+            records=records,
+            checkpoint=checkpoint,
+            min_seeds=min_seeds,
         )
     )
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="Folder for the record files (one per run).")],
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: all).")
+    ] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Finished runs as small record files (tags, config, test metrics, per-case scores, split;
+    no checkpoints) that `spinebench leaderboard --records` reads. The store is not changed."""
+    from spinebench.commands.leaderboard import export_records
+
+    export_records(tracking_uri=tracking_uri, experiment=experiment, out=out)
 
 
 @app.command("list")
@@ -325,7 +360,8 @@ def new_plugin(
 
 
 BUILTIN_COMMANDS = {
-    "run", "sweep", "leaderboard", "list", "data", "new-plugin", "predict", "reproduce",
+    "run", "sweep", "leaderboard", "export", "list", "data", "new-plugin", "predict",
+    "reproduce",
 }  # fmt: skip
 
 

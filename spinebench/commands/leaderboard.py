@@ -1,4 +1,5 @@
-"""``spinebench leaderboard``: tracked runs -> tables, statistics and figures (or a check)."""
+"""``spinebench leaderboard``: tracked runs or record files -> tables, statistics and figures
+(or a check); ``spinebench export``: tracked runs -> record files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ from rich.text import Text
 
 from spinebench.engine.tracking import resolve_uri
 from spinebench.errors import SpinebenchError
-from spinebench.leaderboard import FORMATS, Board, build_boards, check, fmt_stat, load_runs, write
+from spinebench.leaderboard import (
+    FORMATS,
+    MIN_SEEDS,
+    MODES,
+    Board,
+    build_boards,
+    check,
+    export,
+    fmt_stat,
+    load_records,
+    load_store,
+    write,
+)
 
 
 def parse_formats(given: Sequence[str]) -> list[str]:
@@ -36,21 +49,22 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 def _overview(board: Board) -> Table:
     table = Table(
-        title=f"{board.experiment}: {board.dataset}, profile {board.profile} "
-        "(test Dice, mean ± std over seeds)"
+        title=f"{board.title}: methods at their defaults (test Dice, mean ± std over seeds)"
     )
     table.add_column("method")
     for fraction in board.fractions:
         table.add_column(f"{fraction:g}", justify="right")
-    for row, label in board.rows.items():
+    for row in board.main:
         cells: list[Text] = []
         for fraction in board.fractions:
             cell = board.cell(row, fraction)
-            text = "-"
+            text = "–"
             if cell is not None:
-                text = f"{fmt_stat(cell.stat('dice'), 'dice')} (n={len(cell.runs)})"
-            cells.append(Text(text, style="bold" if board.is_best(row, fraction, "dice") else ""))
-        table.add_row(Text(label), *cells)
+                stat = cell.stat("dice", board.checkpoint)
+                text = f"{fmt_stat(stat, 'dice')} (n={stat.n})"
+            best = board.is_best(row, fraction, "dice")
+            cells.append(Text(text, style="bold" if best else ""))
+        table.add_row(Text(row.label), *cells)
     return table
 
 
@@ -63,15 +77,28 @@ def make_leaderboard(
     class_fraction: float | None,
     check_first: bool,
     seeds: Sequence[int] | None,
+    records: Path | None = None,
+    checkpoint: str = "both",
+    min_seeds: int = MIN_SEEDS,
 ) -> int:
     """Exit 0 with the files written, or 1 when ``--check`` finds a cell that would mislead."""
     chosen = parse_formats(formats)
+    if checkpoint not in MODES:
+        raise SpinebenchError(f"--checkpoint {checkpoint} is unknown; use {', '.join(MODES)}")
+    if min_seeds < 1:
+        raise SpinebenchError(f"--min-seeds {min_seeds} must be at least 1")
+    if records is not None and tracking_uri is not None:
+        raise SpinebenchError("pass --records or --tracking-uri, not both")
     if out.exists() and not out.is_dir():
         raise SpinebenchError(f"--out {out} is a file; pass a folder for the tables and figures")
     console = Console()
-    records = load_runs(resolve_uri(tracking_uri), experiment)
+    runs = (
+        load_records(records, experiment)
+        if records is not None
+        else load_store(resolve_uri(tracking_uri), experiment)
+    )
     if check_first:
-        problems = check(records, seeds)
+        problems = check(runs, seeds)
         err = Console(stderr=True)
         for problem in problems:
             err.print(Text.assemble(("check: ", "red"), problem))
@@ -79,12 +106,18 @@ def make_leaderboard(
             err.print(f"{len(problems)} problem(s): the leaderboard was not written")
             return 1
         console.print(
-            f"check passed: {len(records)} FINISHED runs, consistent settings, every "
-            "cell has its seeds"
+            f"check passed: {len(runs)} FINISHED runs, one setting per variant, every "
+            "row has its seeds"
         )
-    boards = build_boards(records)
+    boards = build_boards(runs, checkpoint=checkpoint, min_seeds=min_seeds)
     written = write(boards, out, chosen, class_fraction)
     for board in boards:
         console.print(_overview(board))
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
     return 0
+
+
+def export_records(*, tracking_uri: str | None, experiment: str | None, out: Path) -> None:
+    """Every FINISHED run of the store as a record file in ``out``."""
+    written = export(resolve_uri(tracking_uri), experiment, out)
+    Console().print(f"exported {len(written)} runs to {out}", highlight=False)

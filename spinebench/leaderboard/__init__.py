@@ -1,33 +1,45 @@
-"""Leaderboards from tracked runs: :mod:`~spinebench.leaderboard.records` reads finished runs,
-:mod:`~spinebench.leaderboard.boards` groups them into tables with statistics and checks,
-:mod:`~spinebench.leaderboard.render` writes md/csv/html and :mod:`~spinebench.leaderboard.plots`
-the figures."""
+"""Leaderboards from tracked runs or exported record files.
+
+:mod:`~.records` is one run as the leaderboard sees it; :mod:`~.sources` reads them from the
+store or from a folder of record files (:mod:`~.record_files`: the file format and its checks);
+:mod:`~.defaults` decides which runs are a method at its defaults; :mod:`~.boards` groups runs
+into main and study rows with statistics and tests, :mod:`~.checks` finds what would mislead;
+:mod:`~.tables` words the tables that :mod:`~.render_md` and :mod:`~.render_html` write;
+:mod:`~.render_csv`, :mod:`~.render_latex` and :mod:`~.plots` write the rest; :mod:`~.render`
+writes the chosen formats.
+"""
 
 from spinebench.leaderboard.boards import (
     BASELINE,
     HEADLINE,
+    MIN_SEEDS,
+    MODES,
     Board,
     BoardCell,
-    RowKey,
+    Row,
     build_boards,
-    check,
-    differing_params,
 )
-from spinebench.leaderboard.records import RunRecord, load_runs
-from spinebench.leaderboard.render import FORMATS, fmt_stat, write
+from spinebench.leaderboard.checks import check
+from spinebench.leaderboard.records import RunRecord
+from spinebench.leaderboard.render import FORMATS, write
+from spinebench.leaderboard.sources import export, load_records, load_store
+from spinebench.leaderboard.tables import fmt_stat
 
 __all__ = [
     "BASELINE",
     "FORMATS",
     "HEADLINE",
+    "MIN_SEEDS",
+    "MODES",
     "Board",
     "BoardCell",
-    "RowKey",
+    "Row",
     "RunRecord",
     "build_boards",
     "check",
-    "differing_params",
+    "export",
     "fmt_stat",
-    "load_runs",
+    "load_records",
+    "load_store",
     "write",
 ]

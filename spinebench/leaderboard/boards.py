@@ -1,39 +1,62 @@
-"""Runs -> leaderboards: per-cell statistics, paired significance tests, consistency checks.
+"""Runs -> boards: which row each run belongs to, per-cell statistics, the best of each column
+and the paired tests.
 
-Everything is read from MLflow (a sqlite file or a server): FINISHED runs only, their tags,
-params, ``test/*`` metrics and the ``per_case.csv`` artifact. Runs are never averaged across
-experiments, datasets, profiles or settings: a *setting* is the logged config without the seed
-and the labeled fraction, so a row of a board is (method, variant, setting) and its cells are
-the labeled fractions. Conventions (also in docs/sweeps.md):
+A board is one (experiment, dataset, profile); runs are never averaged across boards or
+settings. Its *main* rows are one per method at its current defaults
+(:mod:`~spinebench.leaderboard.defaults`); every other setting of a method is a *study* row,
+named by its variant or by the keys that differ from today's defaults. A row is a setting, not
+a tag: a variant whose config equals today's defaults is the method's main row. Conventions
+(also on the page and in docs/sweeps.md):
 
 - mean ± sample standard deviation (ddof=1) over seeds; one run per seed (the newest, when a
   cell was rerun with ``--force``);
-- significance: two-sided Wilcoxon signed-rank test on per-case test Dice, paired by case id
-  (the test split depends on ``data.split_seed`` only), each case averaged over the seeds first;
-  Holm-corrected within each labeled fraction, separately for "vs supervised" and "vs best";
-  undefined (shown as "-") when no case differs;
-- reference rows: ``supervised`` at the smallest fraction (lower bound) and at 1.0 (upper bound).
+- a column's best is chosen among rows with at least ``min_seeds`` seeds; a row with fewer is
+  shown with its n and never marked best;
+- significance: two-sided Wilcoxon signed-rank test on per-case test Dice, paired by case id,
+  each case averaged over the seeds first; Holm-corrected within each labeled fraction and
+  family (main rows vs supervised, main rows vs the best, study rows vs their method's
+  defaults); a row is *tied with the best* when that test does not reject at ``ALPHA``;
+- the lower bound is the supervised main row at each fraction; the upper bound is supervised
+  at its defaults with every training case labeled (1.0).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from spinebench.leaderboard.records import PER_RUN_PARAMS, RunRecord
+from spinebench.leaderboard.defaults import (
+    default_params,
+    describe,
+    differences,
+    shared_params,
+)
+from spinebench.leaderboard.records import Checkpoint, RunRecord, ordered
 from spinebench.stats import Stat, holm, nanmean, paired_wilcoxon
 
 BASELINE = "supervised"
 HEADLINE = ("dice", "hd95", "assd")
+HIGHER_IS_BETTER = {"dice": True, "hd95": False, "assd": False}
+ALPHA = 0.05
+MIN_SEEDS = 3
+MODES = ("best", "last", "both")
 
 
 @dataclass(frozen=True)
-class RowKey:
+class Row:
+    """One setting of one method. ``differs``: the keys that differ from today's defaults
+    (empty for a main row); ``variants``: the sweep variant names its runs carry."""
+
     method: str
-    variant: str
     setting: str
+    label: str
+    main: bool
+    differs: tuple[tuple[str, str], ...] = ()
+    variants: tuple[str, ...] = ()
 
 
 @dataclass
@@ -43,25 +66,28 @@ class BoardCell:
     runs: list[RunRecord]
     p_supervised: float = math.nan
     p_best: float = math.nan
+    p_default: float = math.nan
+    tied: bool = False
 
     @property
     def seeds(self) -> list[int]:
         return sorted(r.seed for r in self.runs)
 
-    def stat(self, metric: str) -> Stat:
-        return Stat.of(r.metrics.get(f"test/{metric}", math.nan) for r in self.runs)
+    def n(self, checkpoint: Checkpoint) -> int:
+        """Runs tested with the checkpoint (older runs have no last-checkpoint result)."""
+        return sum(r.has(checkpoint) for r in self.runs)
 
-    def class_stat(self, name: str) -> Stat:
-        return Stat.of(
-            nanmean([c.get(f"dice/{name}", math.nan) for c in r.per_case.values()])
-            for r in self.runs
-        )
+    def stat(self, metric: str, checkpoint: Checkpoint = "best") -> Stat:
+        return Stat.of(r.metric(metric, checkpoint) for r in self.runs if r.has(checkpoint))
 
-    def pooled_cases(self) -> dict[str, float]:
+    def class_stat(self, name: str, checkpoint: Checkpoint = "best") -> Stat:
+        return Stat.of(r.class_dice(name, checkpoint) for r in self.runs if r.has(checkpoint))
+
+    def pooled_cases(self, checkpoint: Checkpoint = "best") -> dict[str, float]:
         """Per-case test Dice averaged over seeds (the unit of the paired tests)."""
         values: dict[str, list[float]] = defaultdict(list)
         for run in self.runs:
-            for case, scores in run.per_case.items():
+            for case, scores in run.cases(checkpoint).items():
                 values[case].append(scores.get("dice", math.nan))
         pooled = {case: nanmean(v) for case, v in values.items()}
         return {case: v for case, v in pooled.items() if not math.isnan(v)}
@@ -69,19 +95,25 @@ class BoardCell:
 
 @dataclass
 class Board:
-    """Runs of one (experiment, dataset, profile): rows x labeled fractions."""
+    """Runs of one (experiment, dataset, profile): main and study rows x labeled fractions.
+    ``checkpoint``: the one the tables rank and test (``best``: selected on validation);
+    ``show_last``: whether the last checkpoint's Dice is shown beside it."""
 
     experiment: str
     dataset: str
     profile: str
-    fractions: list[float]
-    rows: dict[RowKey, str]  # key -> display label, in display order
-    cells: dict[tuple[RowKey, float], BoardCell]
+    checkpoint: Checkpoint
+    show_last: bool
+    min_seeds: int
+    fractions: list[float]  # columns of the main board
+    main: list[Row]
+    studies: list[Row]
+    cells: dict[tuple[Row, float], BoardCell]
     classes: tuple[str, ...]
-    baseline: RowKey | None
-    lower: tuple[float, BoardCell] | None = None
-    upper: tuple[float, BoardCell] | None = None
-    best: dict[tuple[float, str], tuple[RowKey, ...]] = field(default_factory=dict)
+    shared: dict[str, str]  # keys every run shares that differ from the defaults
+    unknown_defaults: tuple[str, ...] = ()  # methods whose plugin is not installed here
+    upper: BoardCell | None = None
+    best: dict[tuple[str, float, str, Checkpoint], frozenset[Row]] = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
@@ -90,167 +122,294 @@ class Board:
             parts.insert(0, self.experiment)
         return "-".join("".join(c if c.isalnum() or c in "._" else "-" for c in p) for p in parts)
 
-    def cell(self, row: RowKey, fraction: float) -> BoardCell | None:
+    @property
+    def title(self) -> str:
+        return f"{self.experiment}: {self.dataset}, profile {self.profile}"
+
+    @property
+    def baseline(self) -> Row | None:
+        return next((r for r in self.main if r.method == BASELINE), None)
+
+    @property
+    def study_fractions(self) -> list[float]:
+        return sorted({f for (row, f) in self.cells if not row.main})
+
+    def cell(self, row: Row, fraction: float) -> BoardCell | None:
         return self.cells.get((row, fraction))
 
-    def is_best(self, row: RowKey, fraction: float, metric: str) -> bool:
-        return row in self.best.get((fraction, metric), ())
+    def default_row(self, method: str) -> Row | None:
+        return next((r for r in self.main if r.method == method), None)
+
+    def full(self, cell: BoardCell, checkpoint: Checkpoint | None = None) -> bool:
+        """Whether a cell has the board's full seed count (only such rows can be best)."""
+        return cell.n(checkpoint or self.checkpoint) >= self.min_seeds
+
+    def study_group(self, method: str) -> list[Row]:
+        """A method's study rows, led by its main row (shown beside them as the reference)."""
+        reference = self.default_row(method)
+        studies = [r for r in self.studies if r.method == method]
+        return ([reference] if reference is not None else []) + studies
+
+    def is_best(
+        self,
+        row: Row,
+        fraction: float,
+        metric: str,
+        checkpoint: Checkpoint | None = None,
+        group: str = "",
+    ) -> bool:
+        """Whether the row is the best of its column in ``group`` (default: its own table)."""
+        key = (group or _group(row), fraction, metric, checkpoint or self.checkpoint)
+        return row in self.best.get(key, frozenset())
+
+    def columns(self) -> list[tuple[str, Checkpoint]]:
+        """The (metric, checkpoint) columns a table shows, in order."""
+        cols: list[tuple[str, Checkpoint]] = [("dice", self.checkpoint)]
+        if self.show_last:
+            cols.append(("dice", "last"))
+        return cols + [(m, self.checkpoint) for m in HEADLINE[1:]]
+
+    def class_best(self, fraction: float, rows: Sequence[Row]) -> dict[str, frozenset[Row]]:
+        """Per class, the rows with the highest mean Dice among those with full seeds."""
+        cells = {r: c for r in rows if (c := self.cell(r, fraction)) is not None}
+        return {
+            name: best_of(
+                {
+                    r: c.class_stat(name, self.checkpoint).mean
+                    for r, c in cells.items()
+                    if self.full(c)
+                },
+                higher=True,
+            )
+            for name in self.classes
+        }
 
 
-# -- boards ---------------------------------------------------------------------------------------
+MAIN = "main"
 
 
-def build_boards(records: Sequence[RunRecord]) -> list[Board]:
-    """Group runs into boards and fill every cell's statistics and tests."""
+def studies_group(method: str) -> str:
+    return f"studies:{method}"
+
+
+def _group(row: Row) -> str:
+    """Rows compete for "best" within the main board, or within one method's studies (with
+    that method's main row beside them)."""
+    return MAIN if row.main else studies_group(row.method)
+
+
+def best_of(values: dict[Row, float], *, higher: bool) -> frozenset[Row]:
+    scored = {r: v for r, v in values.items() if not math.isnan(v)}
+    if not scored:
+        return frozenset()
+    top = (max if higher else min)(scored.values())
+    return frozenset(r for r, v in scored.items() if v == top)
+
+
+# -- building -------------------------------------------------------------------------------------
+
+
+def build_boards(
+    records: Sequence[RunRecord],
+    *,
+    checkpoint: str = "both",
+    min_seeds: int = MIN_SEEDS,
+) -> list[Board]:
+    """Group runs into boards; ``checkpoint`` is best, last or both (best ranked, last shown)."""
     by_board: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
-    for record in records:
+    for record in ordered(records):
         by_board[record.board].append(record)
-    return [_build_board(key, runs) for key, runs in sorted(by_board.items())]
+    return [_build_board(runs, checkpoint, min_seeds) for _, runs in sorted(by_board.items())]
+
+
+def setting_digest(setting: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _latest_per_seed(runs: Iterable[RunRecord]) -> list[RunRecord]:
     newest: dict[int, RunRecord] = {}
-    for run in sorted(runs, key=lambda r: r.start_time):
+    for run in runs:  # oldest first: the newest wins
         newest[run.seed] = run
     return [newest[s] for s in sorted(newest)]
 
 
-def _build_board(key: tuple[str, str, str], runs: list[RunRecord]) -> Board:
-    grouped: dict[tuple[RowKey, float], list[RunRecord]] = defaultdict(list)
+def _build_board(runs: list[RunRecord], mode: str, min_seeds: int) -> Board:
+    first = runs[0]
+    shared = shared_params(runs)
+    rows, row_of, unknown = _rows(runs, shared)
+    grouped: dict[tuple[Row, float], list[RunRecord]] = defaultdict(list)
     for run in runs:
-        grouped[(RowKey(run.method, run.variant, run.setting), run.labeled)].append(run)
+        grouped[(row_of[run.run_id], run.labeled)].append(run)
     cells = {k: BoardCell(_latest_per_seed(v)) for k, v in grouped.items()}
-    row_keys = sorted(
-        {row for row, _ in cells},
-        key=lambda r: (r.method != BASELINE, r.method, r.variant, r.setting),
-    )
-    labels = _row_labels(row_keys, runs)
-    baselines = [r for r in row_keys if r.method == BASELINE and not r.variant]
-    baseline = max(
-        baselines,
-        key=lambda r: sum(len(c.runs) for (k, _), c in cells.items() if k == r),
-        default=None,
-    )
-    fractions = _columns(runs)
-    classes = max((r.classes for r in runs), key=len, default=())
+    main = [r for r in rows if r.main]
+    methods_defaults = [
+        default_params(m, first.profile, first.dataset) or {} for m in {r.method for r in runs}
+    ]
     board = Board(
-        key[0],
-        key[1],
-        key[2],
-        fractions,
-        {r: labels[r] for r in row_keys},
-        cells,
-        classes,
-        baseline,
+        experiment=first.experiment,
+        dataset=first.dataset,
+        profile=first.profile,
+        checkpoint="last" if mode == "last" else "best",
+        show_last=mode == "both",
+        min_seeds=min_seeds,
+        fractions=_columns(main, cells),
+        main=main,
+        studies=[r for r in rows if not r.main],
+        cells=cells,
+        classes=max((r.classes for r in runs), key=len, default=()),
+        shared={k: v for k, v in shared.items() if any(d.get(k) != v for d in methods_defaults)},
+        unknown_defaults=unknown,
     )
-    if baseline is not None:
-        board.lower = next(
-            (
-                (f, cells[(baseline, f)])
-                for f in sorted({f for _, f in cells})
-                if (baseline, f) in cells
-            ),
-            None,
-        )
-        if (baseline, 1.0) in cells:
-            board.upper = (1.0, cells[(baseline, 1.0)])
-    for fraction in fractions:
-        _rank_and_test(board, fraction)
+    baseline = board.baseline
+    if baseline is not None and 1.0 not in board.fractions:
+        board.upper = cells.get((baseline, 1.0))
+    for fraction in board.fractions:
+        _rank(board, MAIN, board.main, fraction)
+        _test_main(board, fraction)
+    for fraction in board.study_fractions:
+        for method in dict.fromkeys(r.method for r in board.studies):
+            _rank(board, studies_group(method), board.study_group(method), fraction)
+        _test_studies(board, fraction)
     return board
 
 
-def _columns(runs: Sequence[RunRecord]) -> list[float]:
-    """The labeled fractions of a board; 1.0 only when a method other than the baseline has it
-    (otherwise the upper bound is a reference row, not a column)."""
-    fractions = sorted({r.labeled for r in runs})
-    if len(fractions) > 1 and all(r.method == BASELINE for r in runs if r.labeled == 1.0):
-        fractions = [f for f in fractions if f != 1.0]
-    return fractions
+def _rows(
+    runs: Sequence[RunRecord], shared: dict[str, str]
+) -> tuple[list[Row], dict[str, Row], tuple[str, ...]]:
+    """Every setting as a row (main rows first, supervised leading), each run's row, and the
+    methods whose defaults are unknown here."""
+    settings: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        settings[(run.method, setting_digest(run.setting))].append(run)
+    unknown = set()
+    drafts = []
+    for (method, digest), members in settings.items():
+        example = members[0]
+        defaults = default_params(method, example.profile, example.dataset)
+        if defaults is None:
+            unknown.add(method)
+            diffs = {}
+        else:
+            diffs = differences(example.setting, defaults, shared)
+        variants = tuple(sorted({r.variant for r in members if r.variant}))
+        drafts.append((method, digest, defaults is not None and not diffs, diffs, variants))
+    labels = _labels(drafts)
+    rows = [
+        Row(m, d, labels[(m, d)], main, tuple(diffs.items()), variants)
+        for m, d, main, diffs, variants in drafts
+    ]
+    rows.sort(key=lambda r: (not r.main, r.method != BASELINE, r.method, r.label))
+    by_key = {(r.method, r.setting): r for r in rows}
+    row_of = {run.run_id: by_key[(run.method, setting_digest(run.setting))] for run in runs}
+    return rows, row_of, tuple(sorted(unknown))
 
 
-def _row_labels(rows: Sequence[RowKey], runs: Sequence[RunRecord]) -> dict[RowKey, str]:
-    """``method``, ``method[variant]``, plus the differing params when one method+variant has
-    several settings (they are reported apart, never averaged)."""
-    params = {RowKey(r.method, r.variant, r.setting): r.params for r in runs}
+def _labels(drafts: list[tuple[str, str, bool, dict[str, str], tuple[str, ...]]]) -> dict:
+    """One name per setting: the method for its main row, ``method[variant]`` for a variant,
+    else ``method (k=v, ...)`` with the keys that differ from today's defaults; names that
+    would still collide get the keys that tell them apart, then the setting's digest."""
     labels = {}
-    for row in rows:
-        base = row.method + (f"[{row.variant}]" if row.variant else "")
-        siblings = [r for r in rows if (r.method, r.variant) == (row.method, row.variant)]
-        if len(siblings) > 1:
-            differing = differing_params([params[r] for r in siblings])
-            shown = ", ".join(f"{k}={params[row].get(k, '?')}" for k in differing[:3])
-            base += f" ({shown}{', ...' if len(differing) > 3 else ''})"
-        labels[row] = base
+    for method, digest, main, diffs, variants in drafts:
+        if main:
+            labels[(method, digest)] = method
+        elif variants:
+            labels[(method, digest)] = f"{method}[{'/'.join(variants)}]"
+        elif diffs:
+            labels[(method, digest)] = f"{method} ({describe(diffs)})"
+        else:
+            labels[(method, digest)] = f"{method} (defaults unknown: plugin not installed)"
+    by_label: dict[str, list[tuple[str, str, dict[str, str]]]] = defaultdict(list)
+    for method, digest, _, diffs, _ in drafts:
+        by_label[labels[(method, digest)]].append((method, digest, diffs))
+    for label, same in by_label.items():
+        if len(same) < 2:
+            continue
+        keys = sorted({k for _, _, d in same for k in d})
+        telling = [k for k in keys if len({d.get(k) for _, _, d in same}) > 1]
+        for method, digest, diffs in same:
+            apart = {k: diffs.get(k, "default") for k in telling}
+            suffix = f" ({describe(apart)})" if apart else f" (setting {digest})"
+            labels[(method, digest)] = label + suffix
+    if len(set(labels.values())) < len(labels):
+        labels = {k: f"{v} (setting {k[1]})" for k, v in labels.items()}
     return labels
 
 
-def differing_params(settings: Sequence[dict[str, str]]) -> list[str]:
-    """Config keys whose values differ between settings (seed and fraction excluded)."""
-    keys = set().union(*settings) - PER_RUN_PARAMS
-    return sorted(k for k in keys if len({s.get(k) for s in settings}) > 1)
+def _columns(main: Sequence[Row], cells: dict[tuple[Row, float], BoardCell]) -> list[float]:
+    """The labeled fractions of the main board; 1.0 only when a method other than the baseline
+    has it (otherwise supervised at 1.0 is the upper-bound reference row, not a column)."""
+    have = {(row.method, f) for row, f in cells if row in main}
+    fractions = sorted({f for _, f in have})
+    if 1.0 in fractions and len(fractions) > 1 and all(m == BASELINE for m, f in have if f == 1.0):
+        fractions.remove(1.0)
+    return fractions
 
 
-def _rank_and_test(board: Board, fraction: float) -> None:
-    present = {
-        row: board.cells[(row, fraction)] for row in board.rows if (row, fraction) in board.cells
-    }
-    for metric, better in (("dice", max), ("hd95", min), ("assd", min)):
+# -- best and the tests ---------------------------------------------------------------------------
+
+
+def _rank(board: Board, group: str, rows: Sequence[Row], fraction: float) -> None:
+    """The best of each shown column among ``rows`` with full seeds."""
+    cells = {r: c for r in rows if (c := board.cell(r, fraction)) is not None}
+    for metric, checkpoint in board.columns():
         scored = {
-            row: cell.stat(metric).mean for row, cell in present.items() if cell.stat(metric).n
+            r: c.stat(metric, checkpoint).mean
+            for r, c in cells.items()
+            if board.full(c, checkpoint)
         }
-        if scored:
-            top = better(scored.values())
-            board.best[(fraction, metric)] = tuple(r for r, v in scored.items() if v == top)
-    best = board.best.get((fraction, "dice"), (None,))[0]  # ties: the first row in order
-    for attr, reference in (("p_supervised", board.baseline), ("p_best", best)):
-        if reference is None or reference not in present:
+        board.best[(group, fraction, metric, checkpoint)] = best_of(
+            scored, higher=HIGHER_IS_BETTER[metric]
+        )
+
+
+def _paired(
+    cells: dict[Row, BoardCell], reference: Row, checkpoint: Checkpoint
+) -> dict[Row, tuple[float, bool]]:
+    """Holm-adjusted p of each other row against ``reference``, and whether it could be
+    tested at all (some test case in common)."""
+    ref_cases = cells[reference].pooled_cases(checkpoint)
+    others = [r for r in cells if r != reference]
+    pooled = {r: cells[r].pooled_cases(checkpoint) for r in others}
+    raw = [paired_wilcoxon(pooled[r], ref_cases) for r in others]
+    return {
+        r: (p, bool(pooled[r].keys() & ref_cases.keys()))
+        for r, p in zip(others, holm(raw), strict=True)
+    }
+
+
+def _test_main(board: Board, fraction: float) -> None:
+    cells = {r: c for r in board.main if (c := board.cell(r, fraction)) is not None}
+    baseline = board.baseline
+    if baseline in cells:
+        assert baseline is not None
+        for row, (p, _) in _paired(cells, baseline, board.checkpoint).items():
+            cells[row].p_supervised = p
+    best = board.best.get((MAIN, fraction, "dice", board.checkpoint), frozenset())
+    leader = next((r for r in board.main if r in best), None)  # ties: the first in order
+    if leader is None:
+        return
+    cells[leader].tied = True
+    for row, (p, comparable) in _paired(cells, leader, board.checkpoint).items():
+        cells[row].p_best = p
+        # NaN with cases in common: no case differs from the best's
+        cells[row].tied = comparable and (math.isnan(p) or p >= ALPHA)
+
+
+def _test_studies(board: Board, fraction: float) -> None:
+    """Each study row against its method's main row at this fraction; one Holm family."""
+    pairs: list[tuple[BoardCell, float]] = []
+    for row in board.studies:
+        cell, reference = board.cell(row, fraction), board.default_row(row.method)
+        ref_cell = board.cell(reference, fraction) if reference is not None else None
+        if cell is None or ref_cell is None:
             continue
-        ref_cases = present[reference].pooled_cases()
-        others = [row for row in present if row != reference]
-        raw = [paired_wilcoxon(present[row].pooled_cases(), ref_cases) for row in others]
-        for row, p in zip(others, holm(raw), strict=True):
-            setattr(present[row], attr, p)
-
-
-# -- consistency check ----------------------------------------------------------------------------
-
-
-def check(records: Sequence[RunRecord], seeds: Sequence[int] | None = None) -> list[str]:
-    """Problems that would make a published table misleading: a cell (dataset, profile, method,
-    variant, fraction) whose runs differ in config other than the seed, or that lacks seeds
-    (``seeds``, else every seed seen on its board)."""
-    problems = []
-    cells: dict[tuple, list[RunRecord]] = defaultdict(list)
-    for r in records:
-        cells[(r.board, r.method, r.variant, r.labeled)].append(r)
-    for (board, method, variant, labeled), runs in sorted(cells.items()):
-        settings = {r.setting: r.params for r in runs}
-        if len(settings) > 1:
-            keys = differing_params(list(settings.values()))
-            problems.append(
-                f"{_cell_name(board, method, variant, labeled)}: runs differ in "
-                f"config other than the seed ({', '.join(keys)})"
+        pairs.append(
+            (
+                cell,
+                paired_wilcoxon(
+                    cell.pooled_cases(board.checkpoint), ref_cell.pooled_cases(board.checkpoint)
+                ),
             )
-    boards: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
-    for r in records:
-        boards[r.board].append(r)
-    for board, runs in sorted(boards.items()):
-        expected = set(seeds) if seeds else {r.seed for r in runs}
-        columns = _columns(runs)
-        wanted = {(r.method, r.variant, f) for r in runs for f in columns}
-        wanted |= {(r.method, r.variant, r.labeled) for r in runs}
-        for method, variant, labeled in sorted(wanted):
-            have = {r.seed for r in cells.get((board, method, variant, labeled), [])}
-            missing = ", ".join(map(str, sorted(expected - have)))
-            if missing:
-                problems.append(
-                    f"{_cell_name(board, method, variant, labeled)}: {len(have)} "
-                    f"of {len(expected)} seeds (missing {missing})"
-                )
-    return problems
-
-
-def _cell_name(board: tuple[str, str, str], method: str, variant: str, labeled: float) -> str:
-    experiment, dataset, profile = board
-    name = method + (f"[{variant}]" if variant else "")
-    return f"{experiment} ({dataset}, {profile}) {name} labeled {labeled:g}"
+        )
+    for (cell, _), p in zip(pairs, holm([p for _, p in pairs]), strict=True):
+        cell.p_default = p
