@@ -79,7 +79,9 @@ def dice_vs_labeled(board: Board, path: Path) -> Path:
         x = np.array([f for f, _ in points])
         y = np.array([s.mean for _, s in points])
         sd = np.array([0.0 if math.isnan(s.std) else s.std for _, s in points])
-        (line,) = ax.plot(x, y, marker="o", label=row.label)
+        few = [f"{s.n} at {f:g}" for f, s in points if s.n < board.min_seeds]
+        label = row.label + (f" (seeds: {', '.join(few)})" if few else "")
+        (line,) = ax.plot(x, y, marker="o", label=label)
         ax.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.18, linewidth=0)
     if board.upper is not None:
         stat = board.upper.stat("dice", board.checkpoint)

@@ -1,7 +1,7 @@
 """``leaderboard.html``: one self-contained page (inline CSS/JS, figures embedded) with the same
 tables as the markdown. It reads at 1400 px without horizontal scrolling: one table per labeled
 fraction, classes as lines of the per-class table, labels that wrap; a click on a column header
-sorts the table's rows by it."""
+of a main or per-class table sorts its rows by it."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 _CLASS = {
     "main": "sortable leaderboard",
-    "studies": "sortable studies",
+    "studies": "studies",
     "per-class": "sortable per-class",
 }
 
@@ -94,19 +94,25 @@ def _td(cell: Cell) -> str:
 
 
 def _table(table: Table, caption: str = "") -> str:
+    """A sortable table keeps its reference rows (the upper bound) in a second body, which
+    sorting leaves alone; a studies table keeps its order (each method's studies under its
+    main row) and does not sort."""
+    sortable = table.kind != "studies"
     head = "".join(
-        f'<th data-col="{i}">{html.escape(name)}</th>' for i, name in enumerate(table.header)
+        f'<th data-col="{i}">{html.escape(name)}</th>'
+        if sortable
+        else f"<th>{html.escape(name)}</th>"
+        for i, name in enumerate(table.header)
     )
     body, references = [], []
     for line in table.lines:
         title = f' title="{html.escape(line.hint)}"' if line.hint else ""
         cells = f"<td{title}>{html.escape(line.label)}</td>" + "".join(map(_td, line.cells))
         if line.reference:
-            references.append(f'<tr class="reference">{cells}</tr>')
+            (references if sortable else body).append(f'<tr class="reference">{cells}</tr>')
         else:
             body.append(f"<tr>{cells}</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    # reference rows in a second body: sorting moves the first body's rows only
     return (
         f'<table class="{_CLASS[table.kind]}">{cap}<thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody><tbody>{''.join(references)}</tbody></table>"

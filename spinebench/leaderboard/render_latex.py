@@ -30,8 +30,9 @@ _ESCAPES = {
     "±": r"$\pm$",
     "≈": r"$\approx$",
 }
-DIFFERS = r"$^{*}$"
-TIED = r"$^{\dagger}$"
+#: Footnote symbols (inside math, as superscripts) and how the legend shows them.
+DIFFERS, TIED = "*", r"\dagger"
+_SYMBOL = {DIFFERS: r"$^{*}$", TIED: r"$^{\dagger}$"}
 
 
 def escape(text: str) -> str:
@@ -39,15 +40,16 @@ def escape(text: str) -> str:
     return "".join(_ESCAPES.get(c, c) for c in text)
 
 
-def _value(board: Board, cell: BoardCell, metric: str, checkpoint: Checkpoint, best: bool) -> str:
+def _value(board: Board, cell: BoardCell, metric: str, checkpoint: Checkpoint, marks: str,
+           best: bool) -> str:  # fmt: skip
+    """``$mean \\pm std^{marks}$``, bold when best, with n where below the full count."""
     stat = cell.stat(metric, checkpoint)
     if stat.n == 0:
         return "--"
     text = fmt_stat(stat, metric).replace(" ± ", r" \pm ")
-    math_text = rf"$\mathbf{{{text}}}$" if best else f"${text}$"
-    if stat.n < board.min_seeds:
-        math_text += rf"\,(n={stat.n})"
-    return math_text
+    text = rf"\mathbf{{{text}}}" if best else text
+    text = f"${text}^{{{marks}}}$" if marks else f"${text}$"
+    return text + (rf"\,(n={stat.n})" if stat.n < board.min_seeds else "")
 
 
 def _row_cells(board: Board, row: Row, fractions: Sequence[float], group: str) -> list[str]:
@@ -59,10 +61,9 @@ def _row_cells(board: Board, row: Row, fractions: Sequence[float], group: str) -
                 cells.append("--")
                 continue
             best = board.is_best(row, fraction, metric, checkpoint, group)
-            text = _value(board, cell, metric, checkpoint, best)
-            if (metric, checkpoint) == ("dice", board.checkpoint):
-                text += _marks(row, cell, group, best)
-            cells.append(text)
+            primary = (metric, checkpoint) == ("dice", board.checkpoint)
+            marks = _marks(row, cell, group, best) if primary else ""
+            cells.append(_value(board, cell, metric, checkpoint, marks, best))
     return cells
 
 
@@ -110,8 +111,8 @@ def _legend(board: Board) -> str:
         r"\par\smallskip\footnotesize "
         f"Test split, mean $\\pm$ std over seeds (n shown where below {board.min_seeds}); "
         "bold: best of the column among rows with the full seed count; "
-        f"{DIFFERS} Holm-corrected paired Wilcoxon p $<$ {ALPHA} against {BASELINE}; "
-        f"{TIED} not significantly different from the best (p $\\geq$ {ALPHA})."
+        f"{_SYMBOL[DIFFERS]} Holm-corrected paired Wilcoxon p $<$ {ALPHA} against {BASELINE}; "
+        f"{_SYMBOL[TIED]} not significantly different from the best (p $\\geq$ {ALPHA})."
     )
 
 
@@ -152,7 +153,7 @@ def _studies_table(board: Board) -> list[str]:
             lines.append((label, _row_cells(board, row, fractions, group), i == 0 and bool(lines)))
     caption = (
         f"{escape(board.dataset)}, profile {escape(board.profile)}: other settings, each under "
-        f"its method at its defaults ({DIFFERS}: differs from it, Holm-corrected)."
+        f"its method at its defaults ({_SYMBOL[DIFFERS]}: differs from it, Holm-corrected)."
     )
     return [
         r"\begin{table}[tbp]",
