@@ -12,6 +12,7 @@ from rich.text import Text
 from spinebench.engine.tracking import resolve_uri
 from spinebench.errors import SpinebenchError
 from spinebench.leaderboard import FORMATS, Board, build_boards, check, fmt_stat, load_runs, write
+from spinebench.paths import check_writable
 
 
 def parse_formats(given: Sequence[str]) -> list[str]:
@@ -66,8 +67,7 @@ def make_leaderboard(
 ) -> int:
     """Exit 0 with the files written, or 1 when ``--check`` finds a cell that would mislead."""
     chosen = parse_formats(formats)
-    if out.exists() and not out.is_dir():
-        raise SpinebenchError(f"--out {out} is a file; pass a folder for the tables and figures")
+    check_writable(out, "--out", "pass a folder for the tables and figures")
     console = Console()
     records = load_runs(resolve_uri(tracking_uri), experiment)
     if check_first:

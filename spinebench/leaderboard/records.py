@@ -7,12 +7,14 @@ import hashlib
 import json
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from spinebench.config import UNHASHED
 from spinebench.engine.artifacts import PER_CASE
 from spinebench.engine.tracking import MlflowTracker, Tag, TrackedRun
+from spinebench.errors import shown
 
 # Params that may differ between the runs of one row: they select the cell or do not change
 # what a run computes.
@@ -48,11 +50,45 @@ class RunRecord:
         return (self.experiment, self.dataset, self.profile)
 
 
+#: The tags a run needs to have a place on a board, and how each is read.
+REQUIRED_TAGS = {Tag.DATASET: str, Tag.METHOD: str, Tag.LABELED: float, Tag.SEED: int}
+
+
 def load_runs(uri: str, experiment: str | None = None) -> list[RunRecord]:
-    """Every FINISHED spinebench run of the experiment (default: all experiments)."""
+    """Every FINISHED spinebench run of the experiment (default: all experiments). A run
+    whose cell tags are missing or unreadable (edited by hand, logged by another tool) has no
+    place on a board: it is left out with one warning line, and the others still count."""
     tracker = MlflowTracker(uri, experiment, create=False)
+    records, left_out = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        return [_record(tracker, run, Path(tmp)) for run in tracker.runs("FINISHED")]
+        for run in tracker.runs("FINISHED"):
+            problem = _tag_problem(run.tags)
+            if problem is None:
+                records.append(_record(tracker, run, Path(tmp)))
+            else:
+                left_out.append(f"{run.run_id} ({problem})")
+    if left_out:
+        shown_runs = "; ".join(left_out[:3]) + ("; ..." if len(left_out) > 3 else "")
+        warnings.warn(
+            f"{len(left_out)} finished run(s) left out of the leaderboard, their tags do not "
+            f"say which cell they belong to: {shown_runs}; set the tags or delete the runs",
+            stacklevel=2,
+        )
+    return records
+
+
+def _tag_problem(tags: dict[str, str]) -> str | None:
+    """What keeps a run's tags from naming its cell, or None."""
+    missing = [tag for tag in REQUIRED_TAGS if tag not in tags]
+    if missing:
+        return f"no tag {', '.join(missing)}"
+    for tag, kind in REQUIRED_TAGS.items():
+        try:
+            kind(tags[tag])
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            return f"{tag} is {shown(tags[tag], 40)}, not {what}"
+    return None
 
 
 def _record(tracker: MlflowTracker, run: TrackedRun, tmp: Path) -> RunRecord:
