@@ -330,17 +330,27 @@ def reproduce(
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Folder to write images/ and labels/ into.")],
-    cases: Annotated[int, typer.Option(min=3, help="Number of cases.")] = 60,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    cases: Annotated[int, typer.Option(help="Number of cases (at least 3).")] = 60,
+    seed: Annotated[int, typer.Option(help="Generator seed (0 to 4294967295).")] = 0,
 ) -> None:
     """Write the synthetic spine phantom as NIfTI (images/, labels/, dataset.json)."""
+    from spinebench.atomic import atomic_folder
+    from spinebench.config import MAX_SEED
     from spinebench.data.phantom import write_dataset
+    from spinebench.paths import check_writable
 
-    if out.exists() and not out.is_dir():
-        raise SpinebenchError(f"--out {out} is a file; choose a new folder")
+    if cases < 3:
+        raise SpinebenchError(
+            f"--cases {cases} is below 3: a train/val/test split needs 3 cases; use --cases 3 "
+            "or more"
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise SpinebenchError(f"--seed {seed} is outside 0..{MAX_SEED}; use a seed in that range")
+    check_writable(out, "--out", "choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise SpinebenchError(f"{out} exists and is not empty; choose a new --out folder")
-    pairs = write_dataset(out, cases=cases, seed=seed)
+    with atomic_folder(out) as folder:  # all cases or none
+        pairs = write_dataset(folder, cases=cases, seed=seed)
     typer.echo(f"wrote {len(pairs)} cases to {out}")
 
 

@@ -13,6 +13,9 @@ import difflib
 import hashlib
 import json
 import math
+import os
+import re
+import warnings
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -20,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from spinebench.errors import ConfigError
+from spinebench import strict_yaml
+from spinebench.errors import ConfigError, clipped, shown
 
 PROFILES = ("quick", "paper")
 # Keys that change nothing a run computes: excluded from the hash.
@@ -110,17 +114,26 @@ PAIRS = ("data.clip_percentiles", "augment.scale", "augment.blur_sigma")
 
 def _load_yaml_text(text: str, origin: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = strict_yaml.load(text)
+    except RecursionError:
+        raise ConfigError(f"{origin}: YAML nested too deeply; fix the file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        if isinstance(exc, yaml.constructor.ConstructorError):  # e.g. !!python/object tags
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        if isinstance(exc, strict_yaml.Refused):
+            raise ConfigError(f"{origin}{where}: {problem}") from None
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
             raise ConfigError(
                 f"{origin}: YAML tag not allowed{where} (config files hold plain "
                 "values only); remove the '!!' tag"
             ) from None
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{origin}: YAML syntax error{where}: {problem}; fix the file") from None
+        kind = (
+            "YAML error"
+            if isinstance(exc, yaml.constructor.ConstructorError)
+            else "YAML syntax error"
+        )
+        raise ConfigError(f"{origin}: {kind}{where}: {clipped(problem)}; fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -178,9 +191,9 @@ def _choose(key: str, value: Any, choices: tuple[Any, ...]) -> Any:
     if any(type(value) is type(c) and value == c for c in choices):
         return value
     names = [str(c).lower() for c in choices]
-    close = difflib.get_close_matches(str(value), names, n=1)
+    close = difflib.get_close_matches(clipped(str(value), 60), names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"config key {key!r} got {value!r}; {hint}use one of {', '.join(names)}")
+    raise ConfigError(f"config key {key!r} got {shown(value)}; {hint}use one of {', '.join(names)}")
 
 
 def _coerce(key: str, value: Any, default: Any, choices: dict[str, tuple[Any, ...]]) -> Any:
@@ -207,8 +220,33 @@ def _coerce(key: str, value: Any, default: Any, choices: dict[str, tuple[Any, ..
     elif isinstance(default, dict) and isinstance(value, dict):
         return value
     raise ConfigError(
-        f"config key {key!r} expects {type(default).__name__} (default {default!r}), "
-        f"got {value!r}; fix the value"
+        f"config key {key!r} expects {type(default).__name__} (default {shown(default)}), "
+        f"got {shown(value)}; {_spelling_hint(value, default)}"
+    )
+
+
+#: A number in scientific notation as YAML 1.1 (PyYAML) reads it: a dot and a signed exponent.
+_SCIENTIFIC = re.compile(r"([-+]?)(\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)")
+
+
+def _spelling_hint(value: Any, default: Any) -> str:
+    """The fix for a number YAML read as text: PyYAML follows YAML 1.1, where ``1e-3`` is a
+    string and ``1.0e-3`` a float (most users expect YAML 1.2 or Python)."""
+    if not isinstance(value, str) or not isinstance(default, int | float):
+        return "fix the value"
+    match = _SCIENTIFIC.fullmatch(value.strip())
+    if match is None:
+        return "fix the value"
+    sign, whole, fraction, exp_sign, exponent = match.groups()
+    number = float(value)
+    if isinstance(default, int) and not isinstance(default, bool):
+        if number.is_integer() and abs(number) < 1e15:
+            return f"it is read as text: write {int(number)}"
+        return "fix the value"
+    spelled = f"{sign}{whole}.{fraction or '0'}e{exp_sign or '+'}{exponent}"
+    return (
+        f"YAML 1.1 reads {value} as text (a float needs a dot and a signed exponent): "
+        f"write {spelled}"
     )
 
 
@@ -224,15 +262,21 @@ def check_values(config: dict[str, Any]) -> None:
             if not math.isfinite(item) or not bounds.admits(item):
                 why = f" ({bounds.why})" if bounds.why else ""
                 raise ConfigError(
-                    f"config key {key!r} must be {bounds.describe()}{why}, got {value!r}; "
+                    f"config key {key!r} must be {bounds.describe()}{why}, got {shown(value)}; "
                     "fix the value"
                 )
+    for key, value in flat.items():  # method options have no bounds here: NaN passes `x < 0`
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise ConfigError(
+                f"config key {key!r} must be a finite number, got {shown(value)}; fix the value"
+            )
     for key in PAIRS:
         pair = flat.get(key)
         if not isinstance(pair, list) or len(pair) != 2 or not pair[0] <= pair[1]:
             raise ConfigError(
-                f"config key {key!r} must be a pair [low, high] with low <= high, got {pair!r}; "
-                "fix the value"
+                f"config key {key!r} must be a pair [low, high] with low <= high, got "
+                f"{shown(pair)}; fix the value"
             )
     if flat["data.clip_percentiles"][0] == flat["data.clip_percentiles"][1]:
         raise ConfigError(
@@ -246,8 +290,8 @@ def check_values(config: dict[str, Any]) -> None:
         )
     if len(flat["model.channels"]) != len(flat["model.dropout"]):
         raise ConfigError(
-            f"model.channels {flat['model.channels']} and model.dropout "
-            f"{flat['model.dropout']} need the same length (one dropout per level)"
+            f"model.channels {shown(flat['model.channels'])} and model.dropout "
+            f"{shown(flat['model.dropout'])} need the same length (one dropout per level)"
         )
 
 
@@ -258,12 +302,16 @@ def parse_overrides(pairs: list[str], method_name: str) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {pair!r} is not key=value; write e.g. --set train.lr=0.01")
+            raise ConfigError(
+                f"--set {shown(pair)} is not key=value; write e.g. --set train.lr=0.01"
+            )
         if key.startswith(f"{method_name}."):
             key = "method." + key[len(method_name) + 1 :]
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = strict_yaml.load(raw) if raw.strip() else ""
+        except strict_yaml.Refused as exc:
+            raise ConfigError(f"--set {shown(key)}: {exc.problem}") from None
+        except (yaml.YAMLError, RecursionError):
             value = raw
         out[key] = value
     return out
@@ -296,7 +344,7 @@ def resolve(
     default (``"predict_with": ("student", "teacher")``).
     """
     if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {shown(profile)}; use one of {', '.join(PROFILES)}")
     defaults = _packaged("defaults")
     defaults["method"], method_choices = option_defaults(method_options)
     choices = {**CHOICES, **{f"method.{k}": v for k, v in method_choices.items()}}
@@ -308,6 +356,10 @@ def resolve(
         ("--set", dict(overrides or {})),
         ("command line", {f"run.{k}": v for k, v in (run or {}).items() if v is not None}),
     ]
+    given = {**(run or {}), "method": method, "profile": profile}
+    for origin, flat in layers[2:4]:
+        _refuse_run_keys(flat, given, origin)
+    _notice_overridden(layers[2][1], layers[3][1])
     resolved = copy.deepcopy(defaults)
     for origin, flat in layers:
         for key, value in flat.items():
@@ -320,6 +372,53 @@ def resolve(
     resolved["run"]["profile"] = profile
     check_values(resolved)
     return resolved
+
+
+#: The command-line flag that sets each ``run.*`` key.
+RUN_FLAGS = {
+    "method": "--method",
+    "dataset": "--dataset",
+    "labeled": "--labeled",
+    "seed": "--seed",
+    "profile": "--profile",
+}
+#: Flags that stand for a config key (the key is otherwise given with ``--set``).
+KEY_FLAGS = {
+    "train.deterministic": "--deterministic/--no-deterministic",
+    "data.dir": "--data-dir",
+}
+
+
+def _refuse_run_keys(flat: dict[str, Any], given: dict[str, Any], origin: str) -> None:
+    """``run.*`` keys come from the command line (``--seed`` has a default, so it is always
+    given): a file or ``--set`` value that differs would be silently replaced."""
+    for key, value in flat.items():
+        name = key.removeprefix("run.")
+        if key == name or name not in RUN_FLAGS or given.get(name) is None:
+            continue
+        if value != given[name]:
+            flag = RUN_FLAGS[name]
+            raise ConfigError(
+                f"config key {key!r} is {shown(value)} (from {origin}), but {flag} is "
+                f"{shown(given[name])} and sets it; pass {flag} {shown(value)} instead"
+            )
+
+
+def _notice_overridden(file_flat: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """One warning per key that the ``--config`` file and the command line both give with
+    different values: the command line wins, and a user who edited the file should know."""
+    for key in sorted(file_flat.keys() & overrides.keys()):
+        ours, theirs = file_flat[key], overrides[key]
+        if key == "data.dir" and ours and theirs:
+            ours, theirs = os.path.abspath(str(ours)), os.path.abspath(str(theirs))
+        if ours == theirs or ours == {} or theirs == {}:
+            continue
+        flag = f"{KEY_FLAGS[key]} or --set" if key in KEY_FLAGS else "--set"
+        warnings.warn(
+            f"config key {key!r} is {shown(file_flat[key])} in the --config file and "
+            f"{shown(overrides[key])} on the command line ({flag}); the command line wins",
+            stacklevel=3,
+        )
 
 
 def option_defaults(
@@ -335,9 +434,14 @@ def option_defaults(
 
 
 def _unknown_key_message(key: str, valid: dict[str, Any], origin: str) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
     section = key.split(".")[0]
     same = sorted(k for k in valid if k.startswith(section + "."))
+    if key == section and same:  # `--set train=3`, or `train: 5` in a file
+        return (
+            f"config key {key!r} (from {origin}) is a section, not a key: give one of its keys "
+            f"a value, e.g. {same[0]}=... (valid {section} keys: {', '.join(same)})"
+        )
+    close = difflib.get_close_matches(clipped(key, 200), list(valid), n=1, cutoff=0.6)
     if close:
         hint = f"did you mean {close[0]!r}?"
     elif same:
@@ -345,7 +449,7 @@ def _unknown_key_message(key: str, valid: dict[str, Any], origin: str) -> str:
     else:
         sections = sorted({k.split(".")[0] for k in valid})
         hint = f"valid sections: {', '.join(sections)} (e.g. train.iterations)"
-    return f"unknown config key {key!r} (from {origin}); {hint}"
+    return f"unknown config key {shown(key)} (from {origin}); {hint}"
 
 
 def config_hash(config: dict[str, Any]) -> str:

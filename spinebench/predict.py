@@ -5,12 +5,18 @@ The run's ``checkpoint/model.pt`` (method state, resolved config, class map; its
 rebuilt through the plugin registry. Each volume then goes through the
 exact preprocessing of the slice cache (reorientation, normalisation, resizing) and the
 prediction code of evaluation, so ``predict`` on a test case reproduces what the run scored.
-Label maps are written with the input's affine and header, each file atomically.
+Label maps are written with the input's affine and header. Every input is checked before the
+model is loaded, and the label maps appear together when all are done: a failure leaves the
+output folder as it was.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,9 @@ from spinebench.data.classmap import ClassMap
 from spinebench.data.dataset import (
     checked_image,
     from_slice_space,
+    kind_of,
     read_nifti,
+    slice_transform,
     to_slice_space,
     voxel_data,
 )
@@ -33,6 +41,7 @@ from spinebench.engine.runtime import Runtime, setup
 from spinebench.engine.tracking import MlflowTracker, resolve_uri
 from spinebench.errors import SpinebenchError
 from spinebench.method import Method, MethodContext
+from spinebench.paths import check_writable
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
@@ -46,6 +55,9 @@ def input_files(path: Path) -> list[Path]:
                 "convert it or pass a folder of NIfTI files"
             )
         return [path]
+    if os.path.lexists(path) and not path.is_dir():
+        what = kind_of(path) if path.exists() else "a broken symbolic link"
+        raise SpinebenchError(f"--input {path} is {what}; pass a NIfTI file or a folder")
     if not path.is_dir():
         raise SpinebenchError(f"--input {path} does not exist; pass a NIfTI file or a folder")
     found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(NIFTI_ENDINGS))
@@ -62,8 +74,7 @@ def output_paths(inputs: list[Path], output_dir: Path) -> list[Path]:
         raise SpinebenchError(
             f"--output {output_dir} is the input file; pass a folder for the label maps"
         )
-    if out.exists() and not out.is_dir():
-        raise SpinebenchError(f"--output {output_dir} is a file; pass a folder for the label maps")
+    check_writable(output_dir, "--output", "pass a folder for the label maps")
     if any(p.parent == out for p in sources):
         raise SpinebenchError(
             f"--output {output_dir} is where the inputs are; choose another "
@@ -73,6 +84,36 @@ def output_paths(inputs: list[Path], output_dir: Path) -> list[Path]:
     if len(set(targets)) != len(targets):
         raise SpinebenchError("two inputs share a file name; segment them into separate folders")
     return targets
+
+
+def check_input(path: Path) -> tuple[int, ...]:
+    """Everything about one input that could stop a prediction halfway: a readable, oriented,
+    finite 3D volume (read in full, so a truncated file is found now); returns its shape."""
+    img = read_nifti(path)
+    image = checked_image(voxel_data(img, path), path)
+    slice_transform(img.affine, path)
+    return image.shape
+
+
+@contextmanager
+def staged_outputs(output_dir: Path) -> Iterator[Path]:
+    """A hidden folder to write every label map into; when the block succeeds they move into
+    ``output_dir`` (created then, if new) together, and on any failure they are removed, so
+    ``output_dir`` holds all of this command's label maps or none of them."""
+    out = output_dir.resolve()
+    fresh = not out.exists()
+    where = out.parent if fresh else out
+    where.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=where, prefix=".spinebench-predict-", suffix=".tmp"))
+    try:
+        yield stage
+        if fresh:
+            os.replace(stage, out)
+        else:
+            for item in sorted(stage.iterdir()):
+                os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 @dataclass
@@ -111,10 +152,16 @@ class Predictor:
             )
         with tempfile.TemporaryDirectory() as tmp:
             path = tracker.download(run_id, MODEL_ARTIFACT, Path(tmp))
+            if path is None and run.status == "FINISHED":
+                raise SpinebenchError(
+                    f"run {run_id} finished but its {MODEL_ARTIFACT} artifact is missing "
+                    f"(deleted from the store?); train it again with `spinebench reproduce "
+                    f"{run_id}` and predict with the new run"
+                )
             if path is None:
                 raise SpinebenchError(
-                    f"run {run_id} ({run.status}) has no {MODEL_ARTIFACT}; "
-                    "predict with a run that finished"
+                    f"run {run_id} is {run.status}: only a finished run has {MODEL_ARTIFACT}; "
+                    "rerun its command to finish it, or pass a finished run"
                 )
             # a damaged or planted file is a one-line error naming the run's artifact
             model = read_model(path, shown_as=f"artifact {MODEL_ARTIFACT} of run {run_id}")

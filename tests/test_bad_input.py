@@ -11,10 +11,12 @@ import os
 import pickle
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import warnings
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,19 @@ CONFIG_FILES = {
     "unknown.yaml": "train:\n  iteratons: 5\n",
     "type.yaml": "train:\n  iterations: many\n",
     "tag.yaml": "train: !!python/object/apply:os.system ['true']\n",
+    "duplicate.yaml": "train:\n  lr: 0.1\n  lr: 0.2\n",
+    "bomb.yaml": "\n".join(
+        ["train:", "  a: &a [x, x, x, x, x, x, x, x, x]"]
+        + [
+            f"  {c}: &{c} [{', '.join([f'*{p}'] * 9)}]"
+            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+        ]
+        + ["  lr: *i", ""]
+    ),
+    "scientific.yaml": "train:\n  lr: 1e-3\n",
+    "section.yaml": "train: 5\n",
+    "seed.yaml": "run:\n  seed: 3\n",
+    "long.yaml": "train:\n  iterations: [" + ", ".join(map(str, range(100_000))) + "]\n",
 }
 RAISER = """
 from spinebench.hookspecs import hookimpl
@@ -74,6 +89,20 @@ def _unfinished_run_with_other_config(tmp: Path, monkeypatch: pytest.MonkeyPatch
     tracker = MlflowTracker(resolve_uri(None), "spinebench/synthetic")
     tracker.start("supervised-l0.5-s0", {"spinebench.config_hash": config_hash(config)}, config)
     tracker.end("KILLED")
+
+
+def _runs_under_a_file(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINEBENCH_RUNS", str(tmp / "list.yaml" / "runs"))
+
+
+def _cache_in_proc(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINEBENCH_CACHE", "/proc/spinebench-cache")
+
+
+def _foreign_sqlite(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with closing(sqlite3.connect(tmp / "other-app.db")) as conn:
+        conn.execute("create table users (id integer primary key, name text)")
+        conn.commit()
 
 
 def _block_mean_teacher(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,6 +229,53 @@ CASES: list[tuple[str, list[str], str, Setup]] = [
     ("cps4 hostile pretrained weights",
      ["--method", "cps4", "--set", "cps4.pretrained={tmp}/hostile"],
      "were refused: they are a pickle holding more than tensors", _hostile_weights),
+    # what a careless-but-realistic and mildly hostile user tried (issue 27)
+    ("config key given twice", ["--config", "{tmp}/duplicate.yaml"],
+     "duplicate.yaml at line 3, column 3: key 'lr' is given twice in one mapping (lines 2 and "
+     "3) and YAML would silently keep the last", None),
+    ("--set value with a key given twice", ["--set", "cps4.small={{a: 1, a: 2}}"],
+     "key 'a' is given twice", None),
+    ("config alias bomb", ["--config", "{tmp}/bomb.yaml"],
+     "its aliases expand to more than 10000 values (a YAML alias bomb?)", None),
+    ("config value too long to quote", ["--config", "{tmp}/long.yaml"],
+     "config key 'train.iterations' expects int (default 1000), got [0, 1, 2, 3, 4, 5, 6, 7, ...]",
+     None),
+    ("--set value too long to quote", ["--set", "train.lr=" + "9" * 20_000 + "x"],
+     "config key 'train.lr' expects float (default 0.01), got '9999", None),
+    ("config scientific float", ["--config", "{tmp}/scientific.yaml"],
+     "YAML 1.1 reads 1e-3 as text (a float needs a dot and a signed exponent): write 1.0e-3",
+     None),
+    ("--set scientific float", ["--set", "train.lr=5e-4"], "write 5.0e-4", None),
+    ("--set scientific integer", ["--set", "train.val_every=1e2"],
+     "it is read as text: write 100", None),
+    ("--set a section", ["--set", "train=3"],
+     "config key 'train' (from --set) is a section, not a key: give one of its keys a value",
+     None),
+    ("config section given a value", ["--config", "{tmp}/section.yaml"],
+     "config key 'train' (from --config file) is a section, not a key", None),
+    ("config run.seed against --seed", ["--config", "{tmp}/seed.yaml"],
+     "config key 'run.seed' is 3 (from --config file), but --seed is 0 and sets it; pass "
+     "--seed 3 instead", None),
+    ("--set run.labeled against --labeled", ["--set", "run.labeled=0.2"],
+     "config key 'run.labeled' is 0.2 (from --set), but --labeled is 0.5", None),
+    ("store in memory", ["--tracking-uri", "sqlite://"],
+     "tracking URI 'sqlite://' is an in-memory database: every run would be lost", None),
+    ("store in memory, spelt out", ["--tracking-uri", "sqlite:///:memory:"],
+     "use a file, e.g. sqlite:///spinebench-runs/mlflow.db (sqlite:///PATH, http(s)://", None),
+    ("store of an unsupported scheme", ["--tracking-uri", "ftp://127.0.0.1/runs"],
+     "tracking URI scheme 'ftp' (ftp://127.0.0.1/runs) is not supported; use sqlite:///PATH",
+     None),
+    ("store of another application", ["--tracking-uri", "sqlite:///{tmp}/other-app.db"],
+     "other-app.db is another application's database (tables users), not an MLflow store",
+     _foreign_sqlite),
+    ("store folder under a file", ["--tracking-uri", "{tmp}/list.yaml/mlruns"],
+     "tracking store {tmp}/list.yaml/mlruns is under {tmp}/list.yaml, which is a file", None),
+    ("runs folder under a file", [],
+     "SPINEBENCH_RUNS {tmp}/list.yaml/runs is under {tmp}/list.yaml, which is a file",
+     _runs_under_a_file),
+    ("cache folder in /proc", [],
+     "SPINEBENCH_CACHE /proc/spinebench-cache cannot be written: /proc takes no new files",
+     _cache_in_proc),
 ]  # fmt: skip
 
 
@@ -249,6 +325,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(
     assert exit_info.value.code == 2, err
     assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
     assert message.format(**fill) in errors[0], err
+    assert len(errors[0]) < 1000, "an error line quotes a short excerpt at most"
     assert "Traceback" not in err
     assert _store_runs(isolated_env) == before  # no run started, none finished
     assert (isolated_env / "mlflow.db").exists() == store_before  # no store created
@@ -289,6 +366,46 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
      "--methods has an empty entry; write e.g. --methods a,b"),
     ("reproduce a run that is not there", ["reproduce", "0" * 32],
      "no tracking store at"),
+    # issue 27: every output path is checked before work starts
+    ("synth under a file", ["data", "synth", "--out", "{tmp}/list.yaml/phantom"],
+     "--out {tmp}/list.yaml/phantom is under {tmp}/list.yaml, which is a file"),
+    ("synth into /proc", ["data", "synth", "--out", "/proc/spinebench-phantom"],
+     "--out /proc/spinebench-phantom cannot be written: /proc takes no new files"),
+    ("synth with too few cases", ["data", "synth", "--out", "{tmp}/new", "--cases", "2"],
+     "--cases 2 is below 3"),
+    ("synth with a negative seed", ["data", "synth", "--out", "{tmp}/new", "--seed", "-1"],
+     "--seed -1 is outside 0..4294967295"),
+    ("synth with a seed beyond 32 bits",
+     ["data", "synth", "--out", "{tmp}/new", "--seed", str(2**32)],
+     f"--seed {2**32} is outside 0..4294967295"),
+    ("leaderboard under a file", ["leaderboard", "--out", "{tmp}/list.yaml/board"],
+     "--out {tmp}/list.yaml/board is under {tmp}/list.yaml, which is a file"),
+    ("leaderboard into /proc", ["leaderboard", "--out", "/proc/spinebench-board"],
+     "--out /proc/spinebench-board cannot be written"),
+    ("predict under a file", ["predict", "--run", "0" * 32, "--input", "{tmp}/scan.nii.gz",
+                              "--output", "{tmp}/list.yaml/labels"],
+     "--output {tmp}/list.yaml/labels is under {tmp}/list.yaml, which is a file"),
+    ("predict into /proc", ["predict", "--run", "0" * 32, "--input", "{tmp}/scan.nii.gz",
+                            "--output", "/proc/spinebench-labels"],
+     "--output /proc/spinebench-labels cannot be written"),
+    ("predict from a named pipe", ["predict", "--run", "0" * 32, "--input", "{tmp}/pipe.nii.gz",
+                                   "--output", "{tmp}/labels"],
+     "--input {tmp}/pipe.nii.gz is a named pipe (FIFO)"),
+    ("new-plugin into a file", ["new-plugin", "entmin", "--dir", "{tmp}/list.yaml"],
+     "--dir {tmp}/list.yaml is a file, not a folder"),
+    ("new-plugin under a file", ["new-plugin", "entmin", "--dir", "{tmp}/list.yaml/entmin"],
+     "--dir {tmp}/list.yaml/entmin is under {tmp}/list.yaml, which is a file"),
+    ("new-plugin into /proc", ["new-plugin", "entmin", "--dir", "/proc/spinebench-entmin"],
+     "--dir /proc/spinebench-entmin cannot be written"),
+    # issue 27: only our stores
+    ("leaderboard from an in-memory store", ["leaderboard", "--tracking-uri", "sqlite://"],
+     "tracking URI 'sqlite://' is an in-memory database"),
+    ("reproduce from an in-memory store", ["reproduce", "0" * 32, "--tracking-uri", "sqlite://"],
+     "tracking URI 'sqlite://' is an in-memory database"),
+    ("leaderboard from an unsupported scheme", ["leaderboard", "--tracking-uri", "s3://bucket/x"],
+     "tracking URI scheme 's3' (s3://bucket/x) is not supported"),
+    ("leaderboard from an empty file", ["leaderboard", "--tracking-uri", "sqlite:///{tmp}/empty.db"],
+     "no tracking store at sqlite:///{tmp}/empty.db"),
 ]  # fmt: skip
 
 
@@ -299,7 +416,10 @@ def test_other_commands_refuse_bad_paths_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     (tmp_inputs / "scan.nii.gz").write_bytes(b"\x1f\x8b")
+    (tmp_inputs / "empty.db").write_bytes(b"")
+    os.mkfifo(tmp_inputs / "pipe.nii.gz")
     before = (tmp_inputs / "list.yaml").read_bytes()
+    tree = _tree(isolated_env.parent)
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
     monkeypatch.setattr(sys, "argv", ["spinebench", *(a.format(tmp=tmp_inputs) for a in args)])
     with pytest.raises(SystemExit) as exit_info:
@@ -310,7 +430,51 @@ def test_other_commands_refuse_bad_paths_in_one_line(
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert message.format(tmp=tmp_inputs) in lines[0], err
     assert (tmp_inputs / "list.yaml").read_bytes() == before
+    assert (tmp_inputs / "empty.db").read_bytes() == b""  # no store made in an empty file
     assert not (isolated_env / "mlflow.db").exists()
+    assert _tree(isolated_env.parent) == tree  # nothing created: no folder, store or lock
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+WORK_FOLDERS = {
+    "runs folder under a file": (
+        "SPINEBENCH_RUNS", "{tmp}/list.yaml/runs", "is under {tmp}/list.yaml, which is a file"
+    ),
+    "cache folder in /proc": (
+        "SPINEBENCH_CACHE", "/proc/spinebench-cache", "cannot be written: /proc takes no new"
+    ),
+    "runs folder is a file": ("SPINEBENCH_RUNS", "{tmp}/list.yaml", "is a file, not a folder"),
+}  # fmt: skip
+TRAINING_COMMANDS = {
+    "run": BASE,
+    "sweep": ["sweep", "--methods", "supervised", "--labeled", "0.5", *TINY],
+    "reproduce": ["reproduce", "0" * 32],
+}
+
+
+@pytest.mark.parametrize("folder", list(WORK_FOLDERS))
+@pytest.mark.parametrize("command", list(TRAINING_COMMANDS))
+def test_training_commands_refuse_an_unwritable_work_folder_first(
+    command: str, folder: str, tmp_inputs: Path, isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    variable, value, message = (v.format(tmp=tmp_inputs) for v in WORK_FOLDERS[folder])
+    monkeypatch.setenv(variable, value)
+    tree = _tree(isolated_env.parent)
+    monkeypatch.setattr(sys, "argv", ["spinebench", *TRAINING_COMMANDS[command]])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.strip().splitlines() == [
+        f"error: {variable} {value} {message}"
+        + err.strip().split(message, 1)[-1]  # the rest: the fix
+    ], err
+    assert f"point {variable} at a writable folder" in err
+    assert _tree(isolated_env.parent) == tree
 
 
 def test_unknown_names_in_the_disable_variable_are_warned_of(

@@ -184,7 +184,7 @@ def test_every_method_is_rebuilt_from_its_run(
         ("not nifti", "is not a NIfTI file"),
         ("no store", "no tracking store at"),
         ("unknown run", "is not in the tracking store"),
-        ("run without model", "has no checkpoint/model.pt"),
+        ("run without model", "is RUNNING: only a finished run has checkpoint/model.pt"),
     ],
 )
 def test_predict_refuses_bad_requests_and_writes_nothing(

@@ -69,6 +69,7 @@ class NnUNetDataset(RemappedDataset):
         super().__init__(data_dir, config)
         self.root = require_dir(data_dir, "nnunet", LAYOUT)
         self.meta_path = self.root / "dataset.json"
+        self.class_source = str(self.meta_path)
         self.meta = read_dataset_json(self.meta_path)
         self.labels = parse_labels(self.meta.get("labels"), self.meta_path)
         if not self.labels:
@@ -114,8 +115,9 @@ class NnUNetDataset(RemappedDataset):
                 f"{self.meta_path}: 'training' must be a non-empty list of "
                 "{'image': ..., 'label': ...}"
             )
-        refs = []
-        for entry in entries:
+        refs: list[CaseRef] = []
+        seen: dict[str, int] = {}
+        for number, entry in enumerate(entries, 1):
             if not isinstance(entry, dict) or not {"image", "label"} <= entry.keys():
                 raise DataError(
                     f"{self.meta_path}: training entry {entry!r} needs 'image' and 'label'"
@@ -137,6 +139,12 @@ class NnUNetDataset(RemappedDataset):
                     f"training entry in {self.meta_path.name}"
                 )
             case_id = label.name[: -len(ending)] if label.name.endswith(ending) else label.stem
+            if case_id in seen:  # one case twice could be trained on and tested
+                raise DataError(
+                    f"{self.meta_path}: training entries {seen[case_id]} and {number} are both "
+                    f"case {case_id!r}; remove the repeated entry"
+                )
+            seen[case_id] = number
             refs.append(CaseRef(case_id, image, label))
         return sorted(refs, key=lambda r: r.case_id)
 

@@ -26,6 +26,7 @@ from spinebench.data.dataset import (
     existing_file,
     load_pair,
     nifti_arrays,
+    warn_unread,
 )
 from spinebench.errors import DataError
 
@@ -77,9 +78,11 @@ def require_dir(data_dir: Path | None, dataset: str, layout: str) -> Path:
 
 
 def files_with(folder: Path, ending: str, what: str) -> dict[str, Path]:
-    """Files of ``folder`` ending in ``ending`` by name without it; a missing folder is an error."""
+    """Files of ``folder`` ending in ``ending`` by name without it; a missing folder is an
+    error, other volumes there are warned of (:func:`warn_unread`)."""
     if not folder.is_dir():
         raise DataError(f"{folder} does not exist; the {what} go there")
+    warn_unread(folder, ending)
     return {
         p.name[: -len(ending)]: p for p in sorted(folder.glob(f"*{ending}")) if existing_file(p)
     }

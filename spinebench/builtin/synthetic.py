@@ -14,7 +14,7 @@ from filelock import FileLock
 
 from spinebench.atomic import atomic_folder
 from spinebench.data.classmap import ClassMap, mrspineseg_class_map
-from spinebench.data.dataset import CaseRef, Dataset, Volume, existing_file
+from spinebench.data.dataset import CaseRef, Dataset, Volume, existing_file, warn_unread
 from spinebench.errors import DataError
 from spinebench.hookspecs import Register, hookimpl
 from spinebench.paths import cache_dir
@@ -50,6 +50,8 @@ class SyntheticDataset(Dataset):
             files = [(n, f"{n}.nii.gz") for n in names]
             return [CaseRef(n, root / "images" / f, root / "labels" / f) for n, f in files]
         images = sorted((self.data_dir / "images").glob("*.nii.gz"))
+        if images:
+            warn_unread(self.data_dir / "images", ".nii.gz")
         if not images:
             raise DataError(
                 f"{self.data_dir}/images holds no .nii.gz files; generate them with "

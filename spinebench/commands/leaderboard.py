@@ -25,6 +25,7 @@ from spinebench.leaderboard import (
     load_store,
     write,
 )
+from spinebench.paths import check_writable
 
 
 def parse_formats(given: Sequence[str]) -> list[str]:
@@ -89,8 +90,7 @@ def make_leaderboard(
         raise SpinebenchError(f"--min-seeds {min_seeds} must be at least 1")
     if records is not None and tracking_uri is not None:
         raise SpinebenchError("pass --records or --tracking-uri, not both")
-    if out.exists() and not out.is_dir():
-        raise SpinebenchError(f"--out {out} is a file; pass a folder for the tables and figures")
+    check_writable(out, "--out", "pass a folder for the tables and figures")
     console = Console()
     runs = (
         load_records(records, experiment)

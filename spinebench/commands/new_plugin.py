@@ -19,6 +19,7 @@ import typer
 from spinebench import __version__, plugins
 from spinebench.atomic import atomic_folder
 from spinebench.errors import SpinebenchError
+from spinebench.paths import check_writable
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -69,7 +70,8 @@ def scaffold(name: str, directory: Path | None = None) -> tuple[PluginNames, lis
             f"a method named {name!r} already exists ({taken.__module__}); choose another name"
         )
     target = directory if directory is not None else Path(names.distribution)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    check_writable(target, "--dir", "choose another --dir")
+    if target.exists() and any(target.iterdir()):
         raise SpinebenchError(
             f"{target} already exists and is not an empty folder; choose another --dir"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from spinebench.paths import check_work_folders
 from spinebench.reproduce import Reproduction, record_of, record_warnings, reproduce
 
 
@@ -19,6 +20,7 @@ def _table(rep: Reproduction) -> Table:
 
 def reproduce_and_report(run_ids: list[str], tracking_uri: str | None, device: str) -> int:
     """Exit 0 when every test metric of every run came out identical, 1 otherwise."""
+    check_work_folders()
     console, err = Console(), Console(stderr=True)
     for run_id in run_ids:  # every record is checked before anything trains
         run, _, _ = record_of(run_id, tracking_uri)

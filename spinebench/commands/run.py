@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spinebench.engine.run import execute
+from spinebench.paths import check_work_folders
 from spinebench.runinfo import RunRequest, RunResult
 
 
@@ -30,6 +31,9 @@ def results_table(result: RunResult) -> Table:
 
 
 def run_and_report(req: RunRequest) -> RunResult:
+    """Train one request and print its results (the runs folder and the data cache are
+    checked first: a run that could not write its checkpoints should not start)."""
+    check_work_folders()
     console = Console()
     result = execute(req, Console(stderr=True))
     if result.rank:  # rank 0 of a torchrun job reports

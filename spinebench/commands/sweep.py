@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spinebench.errors import SpinebenchError
+from spinebench.paths import check_work_folders
 from spinebench.runinfo import RunRequest
 from spinebench.sweep import (
     STATUS_STYLES,
@@ -89,6 +90,7 @@ def sweep_and_report(
     """Run the sweep; the exit code is 0 when every cell finished or was skipped, 1 when any
     failed, 130 when interrupted (rerun the same command to continue)."""
     check_executor_options(executor, workers, ray_address)
+    check_work_folders()
     err = Console(stderr=True)
     sweep_plan = plan(grid, template, force)
     chosen = _executor(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ class Volume:
 
 class Dataset:
     """Base class of dataset plugins. Subclasses list cases and read them."""
+
+    #: Where the class names come from when the user wrote them (nnU-Net's ``dataset.json``):
+    #: then a class that no mask holds is warned of. None for a fixed scheme, where a class
+    #: absent from one dataset is normal.
+    class_source: str | None = None
 
     def __init__(self, data_dir: Path | None, config: dict[str, Any]) -> None:
         self.data_dir = data_dir
@@ -176,9 +182,27 @@ def checked_label(array: np.ndarray, path: Path) -> np.ndarray:
     return values.astype(np.int64)
 
 
+def kind_of(path: Path) -> str:
+    """What stands at an existing ``path``, for messages: "a folder", "a named pipe (FIFO)"..."""
+    mode = path.stat().st_mode
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a file")
+
+
 def existing_file(path: Path) -> bool:
-    """Whether ``path`` is a file; a broken or looping symbolic link is an error, not a file
-    that silently is not there."""
+    """Whether ``path`` is a file. Something else standing where a file is expected (a folder,
+    a named pipe, a broken or looping symbolic link) is an error that says what stands there,
+    not a file that silently is not there (reading a pipe would wait forever)."""
+    if path.exists() and not path.is_file():
+        raise DataError(
+            f"{path}: is {kind_of(path)}, not a file; replace it with the file or remove it"
+        )
     if not path.is_symlink():
         return path.is_file()
     try:
@@ -192,6 +216,32 @@ def existing_file(path: Path) -> bool:
             f"{path}: symbolic link to a missing file ({os.readlink(path)}); fix or remove the link"
         ) from None
     return target.is_file()
+
+
+#: File endings of volumes some tool writes; a reader warns of those it leaves unread.
+VOLUME_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".mgz", ".hdr", ".img")
+
+
+def warn_unread(folder: Path, ending: str) -> None:
+    """One warning for the volumes in ``folder`` that a reader of ``*ending`` files skips (a
+    case exported as ``.nii`` among ``.nii.gz``): legal, but the case silently would not exist."""
+    try:
+        names = sorted(
+            p.name
+            for p in folder.iterdir()
+            if not p.name.startswith(".")
+            and p.name.endswith(VOLUME_ENDINGS)
+            and not p.name.endswith(ending)
+        )
+    except OSError:
+        return
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        warnings.warn(
+            f"{folder}: {len(names)} file(s) not read ({shown}): only *{ending} files are read "
+            "there; convert or rename them to include those cases",
+            stacklevel=2,
+        )
 
 
 Reader = Callable[[Path], tuple[np.ndarray, np.ndarray]]

@@ -2,15 +2,22 @@
 
 Training reads 2D slices from memory-mapped ``.npy`` files, never NIfTI. The cache is keyed by
 the dataset's content fingerprint and the preprocessing config; a file lock makes concurrent
-runs build it once, and a build goes to a temporary folder renamed into place when complete.
+runs build it once, and a build goes to a temporary folder renamed into place when complete. A
+build refused by a bad case leaves nothing behind: no cache, no lock file, no new folder.
+
+Legal but suspicious data is warned of in one line each time the cache is used: cases whose
+mask is all background, and classes the dataset's own description names but no mask holds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,16 @@ class SliceCache:
         }
         self.images = np.load(root / "images.npy", mmap_mode="r")
         self.labels = np.load(root / "labels.npy", mmap_mode="r")
+        #: Cases whose mask is all background, and the label values that occur (None: a cache
+        #: built before these were recorded).
+        self.background_only: tuple[str, ...] | None = _optional_tuple(meta, "background_only")
+        self.present: tuple[int, ...] | None = _optional_tuple(meta, "present")
+
+    def has_foreground(self, case_id: str) -> bool:
+        """Whether the case's mask holds any class (read from the mask for an older cache)."""
+        if self.background_only is not None:
+            return case_id not in self.background_only
+        return bool(np.asarray(self.native_label(case_id)).any())
 
     def slice_indices(self, case_ids: tuple[str, ...] | list[str]) -> np.ndarray:
         """All slice rows of the given cases, in case order."""
@@ -60,6 +77,10 @@ class SliceCache:
 
     def native_label(self, case_id: str) -> np.ndarray:
         return np.load(self.root / "native" / f"{case_id}.npy", mmap_mode="r")
+
+
+def _optional_tuple(meta: dict[str, Any], key: str) -> Any:
+    return tuple(meta[key]) if key in meta else None
 
 
 def normalise(image: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
@@ -111,12 +132,81 @@ def _check_labels(volume: Volume, n_classes: int, origin: str) -> None:
 def build_or_load(dataset_name: str, dataset: Dataset, config: dict[str, Any]) -> SliceCache:
     """Return the cache for this dataset and preprocessing, building it under a lock if needed."""
     root = cache_dir() / "slices" / f"{dataset_name}-{cache_key(dataset_name, dataset, config)}"
+    new_folders = _missing(root.parent)
+    lock_file = Path(f"{root}.lock")
+    lock_was_there = os.path.lexists(lock_file)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root) + ".lock"):
-        built_now = not (root / "meta.json").is_file()
-        if built_now:
-            _build(root, dataset, config)
-    return SliceCache(root, built_now)
+    try:
+        with FileLock(str(lock_file)):
+            built_now = not (root / "meta.json").is_file()
+            if built_now:
+                try:
+                    _build(root, dataset, config)
+                except BaseException:
+                    if not lock_was_there:  # unlinked while held: a waiter retries on a new file
+                        lock_file.unlink(missing_ok=True)
+                    raise
+    except BaseException:
+        for folder in new_folders:  # innermost first; a folder another process uses stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    cache = SliceCache(root, built_now)
+    warn_suspicious(cache, dataset)
+    return cache
+
+
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    out = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out
+
+
+def _listed(names: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def warn_suspicious(cache: SliceCache, dataset: Dataset) -> None:
+    """One warning line per legal-but-suspicious finding of the build: cases whose mask is
+    all background (they teach nothing supervised and score nothing), and classes that the
+    dataset's own description names but no mask holds (a typo there, or the wrong masks)."""
+    empty = list(cache.background_only or ())
+    if empty:
+        warnings.warn(
+            f"{len(empty)} of {len(cache.cases)} cases have a mask that is all background "
+            f"({_listed(empty)}); check their label files",
+            stacklevel=3,
+        )
+    source = dataset.class_source
+    if source is None or cache.present is None:
+        return
+    classes = dataset.class_map().classes
+    missing = [f"{c.name} ({c.id})" for c in classes if c.id not in cache.present]
+    if missing:
+        warnings.warn(
+            f"{len(missing)} of {len(classes)} classes named in {source} occur in no mask: "
+            f"{_listed(missing)}; check its class list and the masks",
+            stacklevel=3,
+        )
+
+
+def warn_background_only_labeled(cache: SliceCache, labeled: Sequence[str]) -> None:
+    """A warning when labeled cases hold no foreground: the split is drawn by case, not by
+    content, so a run's only labeled case can be an empty mask, and its supervised loss then
+    sees background only (the draw stays as it is: it must not depend on the masks)."""
+    empty = [c for c in labeled if not cache.has_foreground(c)]
+    if empty:
+        warnings.warn(
+            f"{len(empty)} of the {len(labeled)} labeled cases have a mask that is all "
+            f"background ({_listed(empty)}): the supervised loss sees no structure in them; "
+            "check their label files or use another seed or labeled fraction",
+            stacklevel=2,
+        )
 
 
 def _build(root: Path, dataset: Dataset, config: dict[str, Any]) -> None:
@@ -140,9 +230,15 @@ def _build_into(tmp: Path, dataset: Dataset, config: dict[str, Any]) -> None:
     parts = tmp / "parts"
     parts.mkdir()
     meta_cases, row, any_label = {}, 0, False
+    present: set[int] = set()
+    background_only = []
     for case in cases:
         vol = dataset.load(case)
         _check_labels(vol, n_classes, str(case.label or case.image))
+        values = {int(v) for v in np.unique(vol.label)} - {0}
+        present |= values
+        if not values:
+            background_only.append(case.case_id)
         img, lab = resize_slices(normalise(vol.image, pct), vol.label, size)
         any_label = any_label or bool(lab.any())
         np.save(parts / f"{case.case_id}.image.npy", img)
@@ -171,5 +267,7 @@ def _build_into(tmp: Path, dataset: Dataset, config: dict[str, Any]) -> None:
         "image_size": size,
         "cases": meta_cases,
         "build_seconds": round(time.perf_counter() - start_time, 3),
+        "background_only": background_only,
+        "present": sorted(present),
     }
     (tmp / "meta.json").write_text(json.dumps(meta))

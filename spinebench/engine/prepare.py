@@ -15,7 +15,7 @@ from spinebench import plugins
 from spinebench.config import config_hash, flatten, load_yaml_file, parse_overrides, resolve
 from spinebench.data.classmap import ClassMap
 from spinebench.data.dataset import Dataset
-from spinebench.data.slices import SliceCache, build_or_load
+from spinebench.data.slices import SliceCache, build_or_load, warn_background_only_labeled
 from spinebench.data.splits import Split, check_fraction, make_split
 from spinebench.engine.runtime import pick_device
 from spinebench.errors import ConfigError, SpinebenchError
@@ -79,8 +79,11 @@ def resolve_request(req: RunRequest) -> Resolved:
 
 def build_cache(prepared: Prepared) -> SliceCache:
     """The preprocessed slices (built once, then reused); building reads and checks every
-    case's files, so a bad one is refused before the run is tracked."""
-    return build_or_load(prepared.request.dataset, prepared.dataset, prepared.config)
+    case's files, so a bad one is refused before the run is tracked. Labeled cases whose
+    mask is all background are warned of: the split does not look at the masks."""
+    cache = build_or_load(prepared.request.dataset, prepared.dataset, prepared.config)
+    warn_background_only_labeled(cache, prepared.split.labeled)
+    return cache
 
 
 def build_method(prepared: Prepared) -> Method:

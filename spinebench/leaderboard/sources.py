@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 from spinebench.engine.artifacts import PER_CASE, PER_CASE_LAST, SPLIT
 from spinebench.engine.tracking import MlflowTracker, Tag, TrackedRun
-from spinebench.errors import SpinebenchError
+from spinebench.errors import SpinebenchError, shown
 from spinebench.leaderboard import record_files
 from spinebench.leaderboard.records import RunRecord, ordered, record_of
 
@@ -23,14 +24,44 @@ KEPT_TAGS = (Tag.PREFIX, Tag.GIT_COMMIT)
 def store_documents(
     uri: str, experiment: str | None, *, with_split: bool = True
 ) -> list[dict[str, Any]]:
-    """A record document for every FINISHED spinebench run; the store is neither created nor
-    changed."""
+    """A record document for every FINISHED spinebench run whose tags name its cell (the
+    others are one warning); the store is neither created nor changed."""
     tracker = MlflowTracker(uri, experiment, create=False)
+    documents, left_out = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        return [
-            _document(tracker, run, Path(tmp) / run.run_id, with_split)
-            for run in tracker.runs("FINISHED")
-        ]
+        for run in tracker.runs("FINISHED"):
+            problem = _tag_problem(run.tags)
+            if problem is None:
+                documents.append(_document(tracker, run, Path(tmp) / run.run_id, with_split))
+            else:
+                left_out.append(f"{run.run_id} ({problem})")
+    if left_out:
+        shown_runs = "; ".join(left_out[:3]) + ("; ..." if len(left_out) > 3 else "")
+        warnings.warn(
+            f"{len(left_out)} finished run(s) left out of the leaderboard, their tags do not "
+            f"say which cell they belong to: {shown_runs}; set the tags or delete the runs",
+            stacklevel=2,
+        )
+    return documents
+
+
+#: The tags a run needs to have a place on a board, and how each is read.
+REQUIRED_TAGS = {Tag.DATASET: str, Tag.METHOD: str, Tag.LABELED: float, Tag.SEED: int}
+
+
+def _tag_problem(tags: dict[str, str]) -> str | None:
+    """What keeps a run's tags from naming its cell (edited by hand, logged by another tool),
+    or None."""
+    missing = [tag for tag in REQUIRED_TAGS if tag not in tags]
+    if missing:
+        return f"no tag {', '.join(missing)}"
+    for tag, kind in REQUIRED_TAGS.items():
+        try:
+            kind(tags[tag])
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            return f"{tag} is {shown(tags[tag], 40)}, not {what}"
+    return None
 
 
 def _document(tracker: MlflowTracker, run: TrackedRun, tmp: Path, with_split: bool) -> dict:

@@ -4,9 +4,12 @@ The default store is ``sqlite:///spinebench-runs/mlflow.db`` with artifacts in
 ``spinebench-runs/artifacts``. Only stores that are, or will become, spinebench's own are
 opened: an in-memory database (everything lost at exit) and unsupported schemes are refused,
 and an existing sqlite file that is not an MLflow store is never written to (MLflow would add
-its tables to another application's database). Opening a sqlite store is serialised per file:
-MLflow 3 creates and migrates a new database without a lock, and two processes doing it at once
-fail ("duplicate column name", seen with MLflow 3.17; hydraflow issue #245 reports the same).
+its tables to another application's database), nor is an MLflow store of another schema version
+(MLflow would migrate it, and the MLflow that made it could no longer read it). An empty file is
+no store yet: the read-only commands do not turn it into one. Opening a sqlite store is
+serialised per file: MLflow 3 creates and migrates a new database without a lock, and two
+processes doing it at once fail ("duplicate column name", seen with MLflow 3.17; hydraflow
+issue #245 reports the same).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from urllib.parse import urlparse
 from filelock import FileLock
 
 from spinebench.errors import SpinebenchError
-from spinebench.paths import runs_dir
+from spinebench.paths import check_writable, runs_dir
 
 #: URI forms spinebench opens (MLflow's database and server stores, and its file store).
 SUPPORTED = "sqlite:///PATH, http(s)://HOST:PORT, postgresql://..., mysql://..., or a folder"
@@ -113,14 +116,38 @@ def check_sqlite_store(db: Path, uri: str) -> None:
             "not an MLflow store; spinebench leaves it untouched: pass a new file or a "
             "spinebench store"
         )
+    if tables:
+        _check_schema(db, uri)
+
+
+def _check_schema(db: Path, uri: str) -> None:
+    """An MLflow store whose schema is not this MLflow's: MLflow would migrate it on open (or
+    refuse it with advice that reads like a connection failure); spinebench changes no store it
+    did not make, so it says so and leaves the upgrade to the user."""
+    import mlflow
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("select version_num from alembic_version").fetchall()
+    except sqlite3.DatabaseError:
+        rows = []
+    found = rows[0][0] if len(rows) == 1 else None
+    head = _get_latest_schema_revision()
+    if found != head:
+        raise SpinebenchError(
+            f"tracking store {uri} has MLflow schema {found or 'unknown'}, and MLflow "
+            f"{mlflow.__version__} here expects {head}; spinebench does not migrate a store: "
+            f"back it up and run `mlflow db upgrade {uri}`, or use the MLflow that made it"
+        )
 
 
 def store_exists(uri: str) -> bool:
-    """False for a sqlite store whose file is missing and a file store whose folder is
-    (a server is checked on use)."""
+    """False for a sqlite store whose file is missing or empty (MLflow would create its tables
+    there) and a file store whose folder is missing (a server is checked on use)."""
     db = sqlite_file(uri)
     if db is not None:
-        return db.is_file()
+        return db.is_file() and db.stat().st_size > 0
     folder = _file_store(uri)
     return folder is None or folder.is_dir()
 
@@ -141,6 +168,10 @@ def probe(uri: str) -> None:
         check_sqlite_store(db, uri)
         _check_creatable(db, uri)
         return
+    folder = _file_store(uri)
+    if folder is not None:
+        check_writable(folder, "tracking store", "fix --tracking-uri or MLFLOW_TRACKING_URI")
+        return
     if _scheme(uri) not in ("http", "https", *_DB_SCHEMES):
         return
     from mlflow.tracking import MlflowClient
@@ -156,6 +187,11 @@ def unreachable(uri: str, exc: Exception) -> SpinebenchError:
     """The one-line error for a store that did not answer, with the cause in a few words (the
     operating system's reason where MLflow's message wraps one)."""
     text = " ".join(str(exc).split())
+    if "out-of-date database schema" in text:
+        return SpinebenchError(
+            f"tracking store {uri} has an MLflow schema older than this MLflow's; spinebench "
+            f"does not migrate a store: back it up and run `mlflow db upgrade {uri}`"
+        )
     errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     reason = errno.group(1).strip().lower() if errno else f"{type(exc).__name__}: {text}"
     if len(reason) > 160:
