@@ -4,6 +4,7 @@ them."""
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -67,6 +68,14 @@ def chromium(*args: str, width: int = 1400, height: int = 1000, timeout: int = 1
 def dump_dom(url: str, budget_ms: int = 5000, **kwargs) -> str:
     """The DOM after the page's scripts ran for ``budget_ms`` of virtual time."""
     return chromium(f"--virtual-time-budget={budget_ms}", "--dump-dom", url, **kwargs)
+
+
+def page_text(url: str, budget_ms: int = 20000, **kwargs) -> str:
+    """The text a reader sees once a single-page app has rendered: the dumped DOM without its
+    scripts, styles and tags, whitespace collapsed (markup may split a sentence)."""
+    dom = dump_dom(url, budget_ms, **kwargs)
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
 def widths(page: Path, width: int = 1400) -> tuple[int, int]:

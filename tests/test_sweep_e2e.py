@@ -1,26 +1,21 @@
 """End to end: a tiny sweep is interrupted and restarted, then its leaderboard is checked against
 the MLflow records (recomputed here with scipy); the same against a real ``mlflow server`` with
 worker processes and a grid of variants; cells as tasks on a local Ray instance. (The HTML page
-in headless Chromium: tests/test_leaderboard_pages.py.)"""
+in headless Chromium: tests/test_leaderboard_pages.py; MLflow's own UI: tests/test_mlflow_ui.py.)"""
 
 from __future__ import annotations
 
 import csv
 import math
-import os
-import signal
-import socket
-import sqlite3
 import statistics
 import subprocess
-import sys
-import time
-import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_runs import TINY, cell_runs, cell_statuses, cli, cli_env, interrupt, mlflow_server
 from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
@@ -32,52 +27,8 @@ from spinebench.sweep import Grid, Variant, plan
 # Several minutes of CLI runs, an MLflow server and a Ray instance: run with `pytest -m slow`.
 pytestmark = pytest.mark.slow
 
-TINY_SETTINGS = (
-    "data.cases=8 data.image_size=32 model.channels=[4,8,16,32,64] train.iterations=4 "
-    "train.val_every=2 train.log_every=2 train.checkpoint_every=2 train.batch_size=4 "
-    "train.unlabeled_batch_size=4 eval.overlays=0"
-)
-TINY = [arg for pair in TINY_SETTINGS.split() for arg in ("--set", pair)]
 GRID = ["--methods", "supervised,mean_teacher", "--labeled", "0.25,0.5", "--seeds", "0,1"]
 SWEEP = ["sweep", *GRID, *TINY]
-
-
-def _env(root: Path, cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(
-        SPINEBENCH_RUNS=str(root / "runs"),
-        SPINEBENCH_CACHE=str(cache),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        COLUMNS="200",
-    )
-    return env
-
-
-def _cli(args: list[str], root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "spinebench", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-def _statuses(db: Path) -> list[tuple[str, int]]:
-    """(status, number of logged metric values) of every run, straight from the sqlite file."""
-    if not db.is_file():
-        return []
-    query = (
-        "SELECT r.status, (SELECT COUNT(*) FROM metrics m WHERE m.run_uuid = r.run_uuid) "
-        "FROM runs r"
-    )
-    try:
-        with sqlite3.connect(db, timeout=10) as con:
-            return list(con.execute(query))
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
 
 
 @dataclass
@@ -96,33 +47,21 @@ def swept(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Swept
     """One sweep, interrupted (SIGINT, as Ctrl-C) once a cell finished and the next is running,
     then restarted with the same command, then its leaderboard built with --check."""
     root = tmp_path_factory.mktemp("sweep")
-    env = _env(root, shared_cache)
+    env = cli_env(root, shared_cache)
     db = root / "runs" / "mlflow.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spinebench", *SWEEP],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        statuses = _statuses(db)
-        # a finished cell, and the next one past its start (it has logged a metric)
-        if (
+
+    def next_cell_started(statuses: list[tuple[str, int]]) -> bool:
+        """A finished cell, and the next one past its start (it has logged a metric)."""
+        return (
             any(s == "FINISHED" for s, _ in statuses)
             and ("RUNNING", 0) not in statuses
             and any(s == "RUNNING" for s, _ in statuses)
-        ):
-            proc.send_signal(signal.SIGINT)
-            break
-        time.sleep(0.1)
-    out, err = proc.communicate(timeout=600)
-    interrupted = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    after = [status for status, _ in _statuses(db)]
-    restarted = _cli(SWEEP, root, env)
-    board = _cli(
+        )
+
+    interrupted = interrupt(SWEEP, root, env, next_cell_started)
+    after = [status for status, _ in cell_statuses(db)]
+    restarted = cli(SWEEP, root, env)
+    board = cli(
         ["leaderboard", "--check", "--seeds", "0,1", "--min-seeds", "2", "--out", "lb"], root, env
     )
     return Swept(root, env, f"sqlite:///{db}", interrupted, after, restarted, board)
@@ -139,7 +78,7 @@ def test_interrupted_sweep_restarts_where_it_stopped(swept: Swept):
     assert swept.restarted.stdout.count(" skipped ") == finished
     assert swept.restarted.stdout.count(" finished ") == 8 - finished
     client = MlflowClient(swept.uri)
-    runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
+    runs = cell_runs(client)
     assert len(runs) == 8  # the killed cell continued its own run
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.tags["spinebench.config_hash"] for r in runs}) == 8
@@ -152,7 +91,7 @@ def _expected(client: MlflowClient, tmp: Path) -> tuple[dict, dict, dict]:
     cases: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     seeds: dict[tuple, set[int]] = defaultdict(set)
     for exp in client.search_experiments():
-        for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
+        for run in cell_runs(client, exp.name, "attributes.status = 'FINISHED'"):
             tags = run.data.tags
             key = (
                 tags["spinebench.method"]
@@ -285,7 +224,7 @@ def test_a_failed_cell_is_recorded_and_the_sweep_goes_on(isolated_env: Path):
     template = RunRequest(method="", labeled=0.0, overrides=nan_lr)
     assert sweep_and_report(grid, template) == 1
     client = MlflowClient(f"sqlite:///{isolated_env / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
+    runs = cell_runs(client)
     statuses = {r.data.tags.get("spinebench.variant", ""): r for r in runs}
     assert statuses["stable"].info.status == "FINISHED"
     assert statuses[""].info.status == "FAILED"
@@ -295,67 +234,17 @@ def test_a_failed_cell_is_recorded_and_the_sweep_goes_on(isolated_env: Path):
     assert len(plan(grid, template, force=True).to_run()) == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real ``mlflow server`` on 127.0.0.1 (its own sqlite store and artifact root), stopped
-    by its process group id at the end."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((tmp_path / "server.log").read_text()[-2000:])
-            time.sleep(0.5)
+def server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` with its own sqlite store and artifact root."""
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_sweep_and_leaderboard_through_an_mlflow_server(
-    mlflow_server: str, tmp_path: Path, shared_cache: Path
+    server: str, tmp_path: Path, shared_cache: Path
 ):
-    env = _env(tmp_path, shared_cache)
+    env = cli_env(tmp_path, shared_cache)
     grid = tmp_path / "grid.yaml"
     grid.write_text(
         "methods: [supervised]\nlabeled: [0.5]\nseeds: [0, 1]\n"
@@ -366,26 +255,26 @@ def test_sweep_and_leaderboard_through_an_mlflow_server(
         "--grid",
         str(grid),
         "--tracking-uri",
-        mlflow_server,
+        server,
         "--workers",
         "2",
         *TINY,
     ]
-    first = _cli([*common, "--seeds", "0"], tmp_path, env)
+    first = cli([*common, "--seeds", "0"], tmp_path, env)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "2 cells, 0 already finished, 2 to run (local, 2 at a time)" in first.stderr
-    second = _cli(common, tmp_path, env)
+    second = cli(common, tmp_path, env)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "4 cells, 2 already finished, 2 to run" in second.stderr
     assert second.stdout.count(" skipped ") == 2
-    board = _cli(
+    board = cli(
         [
             "leaderboard",
             "--check",
             "--min-seeds",
             "2",
             "--tracking-uri",
-            mlflow_server,
+            server,
             "--out",
             "lb",
         ],
@@ -393,8 +282,8 @@ def test_sweep_and_leaderboard_through_an_mlflow_server(
         env,
     )
     assert board.returncode == 0, board.stderr[-2000:]
-    client = MlflowClient(mlflow_server)
-    runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
+    client = MlflowClient(server)
+    runs = cell_runs(client)
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     variants = sorted(r.data.tags.get("spinebench.variant", "") for r in runs)
     assert variants == ["", "", "fast_lr", "fast_lr"]
@@ -418,17 +307,17 @@ def test_cells_run_as_tasks_on_a_ray_cluster(
         address = context.address_info["gcs_address"]
         assert address.startswith("127.0.0.1:")
         cells = ["--methods", "supervised", "--labeled", "0.5", "--seeds", "0,1"]
-        proc = _cli(
+        proc = cli(
             ["sweep", *cells, "--executor", "ray", "--ray-address", address, *TINY],
             tmp_path,
-            _env(tmp_path, shared_cache),
+            cli_env(tmp_path, shared_cache),
         )
     finally:
         ray.shutdown()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 to run (ray, 2 at a time)" in proc.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("spinebench/synthetic").experiment_id])
+    runs = cell_runs(client)
     assert sorted(r.data.tags["spinebench.seed"] for r in runs) == ["0", "1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.params["train.threads"] for r in runs} == {"1"}  # the cell's CPU request

@@ -147,7 +147,9 @@ def log_results(
 
 def data_inputs(req: RunRequest, split: Split) -> list[DataInput]:
     """The run's data as MLflow dataset inputs, one per part of the split: the name says the
-    dataset and profile, the digest fingerprints that part's cases, the profile counts them."""
+    dataset and profile, the digest fingerprints that part's cases (train: which of them are
+    labeled too), the profile counts them. MLflow keeps one dataset per name and digest in an
+    experiment, shared by every run that logs it, so nothing run-specific goes in the profile."""
     name = f"{req.dataset} ({req.profile})"
     source = str(Path(req.data_dir).resolve()) if req.data_dir else req.dataset
     parts = {
@@ -155,14 +157,18 @@ def data_inputs(req: RunRequest, split: Split) -> list[DataInput]:
         "val": {"cases": len(split.val)},
         "test": {"cases": len(split.test)},
     }
-    ids = {"train": split.train, "val": split.val, "test": split.test}
+    ids = {
+        "train": [*split.labeled, "--unlabeled--", *split.unlabeled],
+        "val": split.val,
+        "test": split.test,
+    }
     return [
         DataInput(
             name=name,
             digest=hashlib.sha256("\n".join(ids[part]).encode()).hexdigest()[:16],
             source=source,
             context=part,
-            profile={**counts, "split": split.hash()},
+            profile=counts,
         )
         for part, counts in parts.items()
     ]
