@@ -104,7 +104,8 @@ def _table(table: Table, caption: str = "") -> str:
         else f"<th>{html.escape(name)}</th>"
         for i, name in enumerate(table.header)
     )
-    body, references = [], []
+    body: list[str] = []
+    references: list[str] = []
     for line in table.lines:
         title = f' title="{html.escape(line.hint)}"' if line.hint else ""
         cells = f"<td{title}>{html.escape(line.label)}</td>" + "".join(map(_td, line.cells))
