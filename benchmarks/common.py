@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from spinebench.data.slices import SliceCache, build_or_load
@@ -20,6 +21,7 @@ from spinebench.engine.runtime import Runtime, setup
 from spinebench.engine.stages import RunCheckpoints
 from spinebench.engine.trainer import StageContext, StopFlag, TrainState, run_stage
 from spinebench.method import Method, Stage
+from spinebench.models.backbone import SegmentationNet
 from spinebench.runinfo import RunRequest
 
 
@@ -35,6 +37,19 @@ class Bench:
 
     def method(self) -> Method:
         return build_method(self.prepared).to(self.runtime.device)
+
+    def engine_method(self) -> Method:
+        """The method as the engine sets it up for one process (``engine.run.Engine._setup``):
+        ``train.compile`` compiles each child module in place, then device, then
+        channels_last."""
+        method = build_method(self.prepared)
+        if self.config["train"]["compile"]:
+            for module in method.children():
+                module.compile()
+        method = method.to(self.runtime.device)
+        if self.runtime.channels_last:
+            method = method.to(memory_format=torch.channels_last)
+        return method
 
     def streams(self) -> TrainStreams:
         return TrainStreams(
@@ -67,6 +82,19 @@ class Bench:
                 RunCheckpoints(folder),
             )
             run_stage(method, stage, TrainState(), ctx, None)
+
+
+def compile_networks(method: Method) -> int:
+    """Compile every segmentation network of ``method`` in place; the count compiled.
+
+    ``train.compile`` compiles the method's children, and a child is compiled only where it is
+    called: a Mean Teacher pair's student and teacher are called directly, never through the
+    pair, so their UNets stay eager. Benchmarks measure both.
+    """
+    nets = [m for m in method.modules() if isinstance(m, SegmentationNet)]
+    for net in nets:
+        net.compile()
+    return len(nets)
 
 
 @contextmanager

@@ -6,18 +6,30 @@ method (whatever modules its ``training_step`` touches) trains as one process wo
 global batch. Rank 0 alone tracks, checkpoints, validates, tests and prints; the others follow.
 Small control messages (stop requests, decisions, run ids) travel on a gloo group, so they never
 synchronise a GPU stream.
+
+``SPINEBENCH_DISTRIBUTED=1`` under ``torchrun`` joins the process group even at world size 1
+(``torchrun --standalone --nproc_per_node 1 -m spinebench run ...``): the data-parallel code
+(NCCL group on a GPU, gradient all-reduce, SyncBatchNorm conversion, broadcasts) then runs on a
+single GPU, which is how it is checked where only one GPU is at hand. A world of one computes
+what a plain run computes; several ranks still need several GPUs to be checked.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from spinebench.errors import ConfigError
+
 T = TypeVar("T")
+
+#: Set to 1 (under torchrun) to join the process group at any world size, 1 included.
+FORCE_ENV = "SPINEBENCH_DISTRIBUTED"
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,7 @@ class Distributed:
     local_rank: int = 0
     local_world: int = 1
     control: Any = None  # gloo process group for control messages
+    forced: bool = False  # a process group at world size 1 (SPINEBENCH_DISTRIBUTED=1)
 
     @property
     def main(self) -> bool:
@@ -36,7 +49,8 @@ class Distributed:
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        """Whether this process is in a process group (several ranks, or one when forced)."""
+        return self.world > 1 or self.forced
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -93,11 +107,22 @@ class Distributed:
 SINGLE = Distributed()
 
 
+def forced() -> bool:
+    """Whether ``SPINEBENCH_DISTRIBUTED`` asks for a process group at any world size."""
+    return os.environ.get(FORCE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def from_environment(device_type: str) -> Distributed:
     """Join the job ``torchrun`` describes in the environment, or run alone without it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    force = forced()
+    if world <= 1 and not force:
         return SINGLE
+    if world <= 1 and "MASTER_ADDR" not in os.environ:
+        raise ConfigError(
+            f"{FORCE_ENV}=1 joins a process group and needs torchrun's environment: "
+            "torchrun --standalone --nproc_per_node 1 -m spinebench run ..."
+        )
     backend = "nccl" if device_type == "cuda" else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "nccl":
@@ -105,10 +130,19 @@ def from_environment(device_type: str) -> Distributed:
     if not dist.is_initialized():
         dist.init_process_group(backend)
     control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
-    return Distributed(
+    joined = Distributed(
         rank=dist.get_rank(),
         world=dist.get_world_size(),
         local_rank=local_rank,
         local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
         control=control,
+        forced=force,
     )
+    if force and joined.main:
+        print(
+            f"spinebench: process group {dist.get_backend()} initialised, world size "
+            f"{joined.world} ({FORCE_ENV}=1)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return joined
