@@ -121,3 +121,15 @@ def make_bench(
     runtime = setup(prepared.config["train"], device, 0)
     cache = build_or_load("synthetic", prepared.dataset, prepared.config)
     return Bench(prepared, runtime, cache)
+
+
+def report_load(before: float, after: float, threads: int) -> None:
+    """Say whether other processes shared the cores while the blocks ran."""
+    cores = os.cpu_count() or 1
+    print(f"load average (1 min) before {before:.2f}, after {after:.2f}, on {cores} cores")
+    # this process itself adds about `threads` to the load while it runs
+    if max(before, after - threads) > 0.5:
+        print(
+            "warning: other processes were running; with more busy threads than cores the "
+            "ratio measures the scheduler, not the engine (rerun idle, or with --threads 1)"
+        )

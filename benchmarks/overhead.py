@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import Bench, bench_env, make_bench
+from benchmarks.common import Bench, bench_env, make_bench, report_load
 from spinebench.data.augment import random_affine
 from spinebench.engine.trainer import build_optimizer
 from spinebench.method import Stage
@@ -115,18 +115,6 @@ def main() -> None:
             f"{dev} {bench.runtime.precision}): {statistics.median(ratios):.3f}"
         )
         report_load(load_before, os.getloadavg()[0], args.threads or os.cpu_count() or 1)
-
-
-def report_load(before: float, after: float, threads: int) -> None:
-    """Say whether other processes shared the cores while the blocks ran."""
-    cores = os.cpu_count() or 1
-    print(f"load average (1 min) before {before:.2f}, after {after:.2f}, on {cores} cores")
-    # this process itself adds about `threads` to the load while it runs
-    if max(before, after - threads) > 0.5:
-        print(
-            "warning: other processes were running; with more busy threads than cores the "
-            "ratio measures the scheduler, not the engine (rerun idle, or with --threads 1)"
-        )
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ def sweep_and_report(
     )
     report = run_sweep(sweep_plan, chosen, err)
     Console().print(summary_table(report))
+    err.print(report.summary_line(), highlight=False)
     if report.interrupted:
         err.print("interrupted: run the same command again to continue where it stopped")
         return INTERRUPTED_EXIT

@@ -3,11 +3,16 @@
 rich draws its bar only on a terminal, so a run whose output goes to a file would show nothing
 until its results table; there each stage prints a line at every tenth of its budget and at
 least once a minute (stage, iteration/total, loss, it/s, eta), as Lightning and tqdm do for logs.
+``SPINEBENCH_PROGRESS_EVERY`` (seconds) shortens that minute; a sweep with ``--workers`` reads
+these lines back from its workers' logs (:func:`parse_line`).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import (
@@ -25,6 +30,39 @@ from spinebench.method import Stage
 #: A plain line at least this often (seconds), besides one per tenth of the stage.
 LINE_EVERY_S = 60.0
 LINES_PER_STAGE = 10
+EVERY_ENV = "SPINEBENCH_PROGRESS_EVERY"
+_LINE = re.compile(
+    r"^(?P<stage>\S+) (?P<iteration>\d+)/(?P<total>\d+) loss \S+ "
+    r"(?P<rate>[0-9.]+|nan|inf) it/s eta (?P<eta>\S+)$"
+)
+
+
+def line_every_s() -> float:
+    """Seconds between plain progress lines at most: ``SPINEBENCH_PROGRESS_EVERY`` when set to a
+    positive number (tests and impatient logs), else a minute."""
+    try:
+        value = float(os.environ.get(EVERY_ENV, ""))
+    except ValueError:
+        return LINE_EVERY_S
+    return value if value > 0 else LINE_EVERY_S
+
+
+@dataclass(frozen=True)
+class StageLine:
+    """One plain progress line, parsed back (what a sweep reads from a worker's log)."""
+
+    stage: str
+    iteration: int
+    total: int
+    eta: str
+
+
+def parse_line(line: str) -> StageLine | None:
+    """The fields of a line :class:`StageProgress` printed; None for any other line."""
+    m = _LINE.match(line.strip())
+    if m is None:
+        return None
+    return StageLine(m["stage"], int(m["iteration"]), int(m["total"]), m["eta"])
 
 
 class StageProgress:
@@ -50,6 +88,7 @@ class StageProgress:
         self._loss: float | None = None
         self._t0 = self._last_line = 0.0
         self._done0 = self._next_tenth = 0
+        self._every = line_every_s()
 
     def __enter__(self) -> StageProgress:
         self.progress.start()
@@ -77,7 +116,7 @@ class StageProgress:
                 self.progress.update(self.task, completed=iteration, loss=f"{loss:.4f}")
         if self.plain and self._stage is not None:
             now = time.perf_counter()
-            if iteration >= self._next_tenth or now - self._last_line >= LINE_EVERY_S:
+            if iteration >= self._next_tenth or now - self._last_line >= self._every:
                 self._line(iteration, now)
 
     def finish(self, stage: Stage) -> None:

@@ -2,8 +2,8 @@
 
 :mod:`~spinebench.sweep.grid` parses what varies, :mod:`~spinebench.sweep.plan` prepares every
 cell and finds the finished ones, :mod:`~spinebench.sweep.executors` runs cells here, in worker
-processes or on Ray, :mod:`~spinebench.sweep.display` shows progress and
-:mod:`~spinebench.sweep.run` ties them together.
+processes or on Ray, :mod:`~spinebench.sweep.display` shows progress (a worker's read from its
+log by :mod:`~spinebench.sweep.worker_logs`) and :mod:`~spinebench.sweep.run` ties them together.
 """
 
 from spinebench.sweep.display import STATUS_STYLES, Outcome, SweepDisplay

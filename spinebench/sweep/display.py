@@ -1,7 +1,15 @@
-"""What a sweep shows while it runs: overall progress and one line per running cell."""
+"""What a sweep shows while it runs: overall progress and one line per running cell.
+
+On a terminal that is rich's live display. In a redirected log rich draws nothing, so there the
+executors that can see their cells print one plain line at least every
+``SPINEBENCH_PROGRESS_EVERY`` seconds (default 60), naming each running cell with its stage,
+iteration and ETA (:meth:`SweepDisplay.heartbeat`).
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -16,7 +24,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from spinebench.engine.progress import clock
+from spinebench.engine.progress import clock, line_every_s
 from spinebench.sweep.plan import PlannedCell
 
 STATUS_STYLES = {"finished": "green", "skipped": "dim", "failed": "red", "killed": "yellow"}
@@ -53,6 +61,9 @@ class SweepDisplay:
         self.durations: list[float] = []
         self.running: dict[str, TaskID] = {}
         self.task = self.progress.add_task("sweep", total=total, info=f"0/{total}")
+        self.plain = not console.is_terminal and not console.quiet
+        self.every = line_every_s()
+        self._t0 = self._last_beat = time.perf_counter()
 
     def __enter__(self) -> SweepDisplay:
         self.progress.start()
@@ -61,7 +72,7 @@ class SweepDisplay:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def _refresh(self) -> None:
+    def _overall(self) -> str:
         done = sum(self.counts.values())
         remaining = self.total - done
         eta = "-"
@@ -69,11 +80,25 @@ class SweepDisplay:
             mean = sum(self.durations) / len(self.durations)
             eta = clock(mean * remaining / min(self.parallel, remaining))
         c = self.counts
-        info = (
+        return (
             f"{done}/{self.total} cells: done {c['finished']} skipped {c['skipped']} "
             f"running {len(self.running)} failed {c['failed']} | eta {eta}"
         )
-        self.progress.update(self.task, completed=done, info=info)
+
+    def _refresh(self) -> None:
+        self.progress.update(self.task, completed=sum(self.counts.values()), info=self._overall())
+
+    def heartbeat_due(self) -> bool:
+        """True in a redirected log once ``every`` seconds passed since the last heartbeat."""
+        return self.plain and time.perf_counter() - self._last_beat >= self.every
+
+    def heartbeat(self, cells: Mapping[str, str]) -> None:
+        """One plain line: the sweep's counts and ETA, then each running cell and its state."""
+        now = time.perf_counter()
+        self._last_beat = now
+        parts = [f"sweep {clock(now - self._t0)} | {self._overall()}"]
+        parts += [f"{name}: {state}" for name, state in cells.items()]
+        self.console.print(" | ".join(parts), highlight=False, soft_wrap=True, markup=False)
 
     def started(self, pc: PlannedCell) -> None:
         self.running[pc.cell.name] = self.progress.add_task(

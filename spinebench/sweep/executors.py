@@ -18,12 +18,14 @@ from typing import IO, Any, Protocol
 
 from rich.console import Console
 
+from spinebench.engine.progress import clock
 from spinebench.engine.tracking import Tracker
 from spinebench.engine.trainer import Interrupted
 from spinebench.errors import SpinebenchError
 from spinebench.runinfo import RunRequest
 from spinebench.sweep.display import Outcome, SweepDisplay
 from spinebench.sweep.plan import PlannedCell
+from spinebench.sweep.worker_logs import cell_state
 
 
 def _one_line(exc: BaseException) -> str:
@@ -171,6 +173,11 @@ class ProcessExecutor:
                     if job.proc.poll() is not None:
                         del jobs[slot]
                         yield self._outcome(job)
+                if jobs and display.heartbeat_due():
+                    now = time.perf_counter()
+                    display.heartbeat(
+                        {j.pc.cell.name: cell_state(j.log, now - j.start) for j in jobs.values()}
+                    )
                 time.sleep(0.2)
         except (KeyboardInterrupt, GeneratorExit):
             for job in jobs.values():  # each run ends KILLED at a step boundary, resumable
@@ -245,6 +252,15 @@ class RayExecutor:
                     if ref not in started:
                         started[ref] = time.perf_counter()
                         display.started(refs[ref])
+                if display.heartbeat_due():  # no worker log to read: how long each has run
+                    now = time.perf_counter()
+                    display.heartbeat(
+                        {
+                            refs[r].cell.name: f"running ({clock(now - started[r])})"
+                            for r in waiting[: self.parallel]
+                            if r in started
+                        }
+                    )
                 done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
                 for ref in done:
                     result = ray.get(ref)

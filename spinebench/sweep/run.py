@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from spinebench.engine.progress import clock
 from spinebench.paths import runs_dir
 from spinebench.sweep.display import Outcome, SweepDisplay
 from spinebench.sweep.executors import Executor
@@ -21,9 +23,20 @@ from spinebench.sweep.plan import Plan, tag_variant
 class SweepReport:
     outcomes: list[Outcome]
     interrupted: bool = False
+    seconds: float = 0.0
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
+
+    def summary_line(self) -> str:
+        """One line for the end of a log: how long the sweep took and how every cell ended."""
+        counts = ", ".join(
+            f"{status} {self.count(status)}"
+            for status in ("finished", "skipped", "failed", "killed", "not run")
+            if self.count(status) or status in ("finished", "failed")
+        )
+        verb = "interrupted after" if self.interrupted else "done in"
+        return f"sweep {verb} {clock(self.seconds)}: {len(self.outcomes)} cells, {counts}"
 
 
 @contextmanager
@@ -47,6 +60,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def run_sweep(sweep_plan: Plan, executor: Executor, console: Console) -> SweepReport:
     """Skip finished cells, run the rest; a failed cell is recorded and the sweep goes on."""
+    start = time.perf_counter()
     todo = sweep_plan.to_run()
     pending = {pc.config_hash for pc in todo}
     outcomes: dict[str, Outcome] = {}
@@ -76,7 +90,7 @@ def run_sweep(sweep_plan: Plan, executor: Executor, console: Console) -> SweepRe
         or Outcome(pc, "killed" if pc.cell.name in started else "not run")
         for pc in sweep_plan.cells
     ]
-    return SweepReport(ordered, interrupted)
+    return SweepReport(ordered, interrupted, time.perf_counter() - start)
 
 
 def default_log_dir() -> Path:
