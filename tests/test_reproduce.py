@@ -44,6 +44,7 @@ def test_a_reproduced_run_has_identical_test_metrics(
     tags = client.get_run(str(again.run_id)).data.tags
     assert tags[Tag.REPRODUCES] == original
     assert tags[Tag.TORCH_THREADS] == "1"  # the thread count it ran with is on the record
+    assert tags[Tag.LIBRARIES].startswith("torch ") and "numpy " in tags[Tag.LIBRARIES]
     if method == "cps4":  # stage 1 was trained again, not read from the cache
         assert tags.get(Tag.stage_cache("pretrain")) != "hit"
 

@@ -219,9 +219,9 @@ def test_a_failed_cell_is_recorded_and_the_sweep_goes_on(isolated_env: Path):
         labeled=(0.5,),
         variants=(Variant("stable", ("train.lr=0.01",)),),
     )  # the plain cell diverges and fails first; the variant after it still runs
-    # SGD accepts a NaN learning rate and diverges in training (AdamW refuses it up front)
-    nan_lr = [*TINY[1::2], "train.optimizer=sgd", "train.lr=.nan"]
-    template = RunRequest(method="", labeled=0.0, overrides=nan_lr)
+    # a learning rate the config accepts (positive, finite) but that SGD diverges with
+    huge_lr = [*TINY[1::2], "train.optimizer=sgd", "train.lr=1.0e+30"]
+    template = RunRequest(method="", labeled=0.0, overrides=huge_lr)
     assert sweep_and_report(grid, template) == 1
     client = MlflowClient(f"sqlite:///{isolated_env / 'mlflow.db'}")
     runs = cell_runs(client)

@@ -34,7 +34,14 @@ from spinebench.engine.prepare import (
     load_data,
     resolve_request,
 )
-from spinebench.engine.runtime import Runtime, pick_device, setup, stage_seed, torch_settings_kept
+from spinebench.engine.runtime import (
+    Runtime,
+    library_versions,
+    pick_device,
+    setup,
+    stage_seed,
+    torch_settings_kept,
+)
 from spinebench.engine.stages import (
     RunCheckpoints,
     StageCache,
@@ -210,6 +217,7 @@ class Engine:
             Tag.PROFILE: req.profile,
             Tag.CONFIG_HASH: self.p.config_hash,
             Tag.TORCH_THREADS: str(self.runtime.threads),
+            Tag.LIBRARIES: library_versions(),
             **({Tag.PARENT_RUN: req.parent_run} if req.parent_run else {}),
             **req.extra_tags,
         }

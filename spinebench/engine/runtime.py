@@ -120,3 +120,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+#: The libraries whose versions decide a run's numbers on a given machine (kernels, augmentation
+#: draws, resampling): CPU results can move in the third decimal between their releases.
+NUMERIC_LIBRARIES = ("torch", "numpy", "scipy", "monai", "timm", "transformers")
+
+
+def library_versions() -> str:
+    """``torch 2.14.1, numpy 2.4.6, ...``: logged with every run (``Tag.LIBRARIES``) so that two
+    runs of one config that differ can be told apart by their environment."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    return ", ".join(f"{name} {installed(name)}" for name in NUMERIC_LIBRARIES)

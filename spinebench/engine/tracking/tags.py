@@ -29,6 +29,7 @@ class Tag:
     ERROR = "spinebench.error"
     REPRODUCES = "spinebench.reproduces"
     TORCH_THREADS = "spinebench.torch_threads"
+    LIBRARIES = "spinebench.libraries"
     #: On a sweep's parent run: the digest of its cells, so a rerun finds the same parent.
     SWEEP = "spinebench.sweep"
     GIT_COMMIT = "mlflow.source.git.commit"
