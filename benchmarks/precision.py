@@ -22,18 +22,16 @@ variants run. Defaults are the paper profile's 512 px, sized for a GPU run of un
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import bench_env
+from benchmarks.gpu_plain import plain_mean_teacher
+from benchmarks.gpu_timing import VARIANTS as PLAIN_VARIANTS
 from spinebench.engine.run import execute
 from spinebench.engine.tracking import MlflowTracker, resolve_uri
-from spinebench.models.backbone import UNet
 from spinebench.paths import cache_dir
 from spinebench.runinfo import RunRequest, RunResult
 
@@ -43,53 +41,6 @@ VARIANTS: dict[str, list[str]] = {
     "bf16+cl": ["train.precision=bf16", "train.channels_last=true"],
     "bf16+cl+compile": ["train.precision=bf16", "train.channels_last=true", "train.compile=true"],
 }
-
-
-def plain_mean_teacher_its(image_size: int, batch: int, steps: int, device: torch.device) -> float:
-    """Iterations/s of a plain fp32 Mean Teacher step as SSL4MIS runs it (labeled + unlabeled
-    halves, 5 classes), on random in-memory tensors."""
-    half = batch // 2
-    student = UNet(1, 5, [16, 32, 64, 128, 256], [0.05, 0.1, 0.2, 0.3, 0.5]).to(device)
-    teacher = copy.deepcopy(student)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(batch, 1, image_size, image_size, device=device)
-    y = torch.randint(0, 5, (half, image_size, image_size), device=device)
-
-    def step(i: int) -> None:
-        out = student(x)
-        soft = out.softmax(1)
-        onehot = F.one_hot(y, 5).permute(0, 3, 1, 2).float()
-        inter = (soft[:half] * onehot).sum((0, 2, 3))
-        denom = (soft[:half] ** 2).sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-        dice = 1 - ((2 * inter + 1e-5) / (denom + 1e-5)).mean()
-        sup = 0.5 * (F.cross_entropy(out[:half], y) + dice)
-        with torch.no_grad():
-            noise = torch.clamp(torch.randn_like(x[half:]) * 0.1, -0.2, 0.2)
-            t_soft = teacher(x[half:] + noise).softmax(1)
-        loss = sup + 0.1 * F.mse_loss(soft[half:], t_soft)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        alpha = min(1 - 1 / (i + 1), 0.99)
-        with torch.no_grad():
-            for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-                t.mul_(alpha).add_(s, alpha=1 - alpha)
-
-    for i in range(3):
-        step(i)
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(i + 3)
-    _sync(device)
-    return steps / (time.perf_counter() - t0)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _its(tracker: MlflowTracker, result: RunResult, stage: str) -> float:
@@ -140,7 +91,15 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     with bench_env():
         batch = 24  # paper profile: 12 labeled + 12 unlabeled
-        plain = plain_mean_teacher_its(args.image_size, batch, max(args.iterations // 4, 5), device)
+        plain = plain_mean_teacher(
+            args.image_size,
+            batch,
+            5,
+            PLAIN_VARIANTS["fp32"],
+            3,
+            max(args.iterations // 4, 5),
+            device,
+        )
         print(
             f"plain fp32 SSL4MIS-style mean teacher step: {plain:.2f} it/s "
             f"({args.image_size}px, batch {batch // 2}+{batch // 2}, {device})",
