@@ -48,7 +48,11 @@ class Stage:
     from, as BCP's self-training starts from its pre-training's best model; the engine loads it
     when the stage ends, before caching it. Every segmenting stage keeps its own best; the run
     is tested with the best of its last stage (and, as ``test_last/*``, with the state it ends
-    in).
+    in). ``seed_index``: the position whose seed the stage starts from (its global RNG and its
+    data streams; default: its own position). A method that puts an optional stage before
+    another's (cps4's refiner before its base's stages) gives the others the positions they
+    have without it, so their batches, augmentations and dropout masks stay those of the
+    plain method and a paired comparison differs only by what the optional stage changes.
     """
 
     name: str
@@ -62,6 +66,12 @@ class Stage:
     cache_key: dict[str, Any] | None = None
     load_from: str | None = None
     restore_best: bool = False
+    seed_index: int | None = None
+
+
+def seed_positions(stages: list[Stage]) -> list[int]:
+    """The position each stage's seed comes from (:attr:`Stage.seed_index`, else its own)."""
+    return [i if s.seed_index is None else s.seed_index for i, s in enumerate(stages)]
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,15 @@ def test_reliability_weights_favour_the_vlm_only_where_it_beats_the_teacher():
     assert reliability_weights(torch.zeros(2), torch.zeros(2)).tolist() == [0.0, 0.0, 0.0]
 
 
+def test_a_vlm_below_the_floor_is_never_trusted_however_poor_the_network():
+    # the UniMatch-base collapse: a network at 0 on L3 at its first validation handed the
+    # class to a VLM at 0.164; with the floor the VLM keeps only classes it segments well
+    vlm, network = torch.tensor([0.164, 0.8, 0.5]), torch.tensor([0.0, 0.2, 0.0])
+    assert reliability_weights(vlm, network).tolist()[1] == 1.0
+    w = reliability_weights(vlm, network, floor=0.5)
+    torch.testing.assert_close(w, torch.tensor([0.0, 0.0, (0.8 - 0.2) / 0.8, 1.0]))
+
+
 def test_reliable_rule_with_a_weak_vlm_is_the_teacher_exactly():
     teacher = _probs([0.02, 0.0, 0.98], [0.9, 0.1, 0.0], [0.0, 0.5, 0.5])
     weak = _probs([0.0, 0.97, 0.03], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0])
@@ -391,6 +400,8 @@ def test_bad_options_and_states_are_one_line_errors():
         _method(pseudo_label="mean")
     with pytest.raises(ConfigError, match=r"cps4\.w_seg must be positive"):
         _method(w_seg=0.0)
+    with pytest.raises(ConfigError, match=r"cps4\.vlm_min_reliability is a Dice"):
+        _method(vlm_min_reliability=1.5)
     method = _method()
     with pytest.raises(ConfigError, match="does not fit this model"):
         method.load_stage_state_dict(method.stages()[0], {"background": torch.zeros(3)})

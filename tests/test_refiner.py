@@ -118,6 +118,39 @@ def test_refiner_none_is_exactly_the_bases_own_run(isolated_env, base: str) -> N
     assert "test/dice" in runs["own"] and "test_last/dice" in runs["own"]
 
 
+@pytest.mark.parametrize("base", ["unimatch", "bcp"])
+def test_a_refiner_that_changes_no_label_leaves_the_bases_run_as_it_is(
+    isolated_env, base: str
+) -> None:
+    """With the VLM built and trained but rule ``teacher`` (the refined labels are the base's),
+    every metric the base logs is that of the base's own run, at steps shifted by the VLM's
+    stage: its initial weights, batches, augmentations and dropout masks are the base's own,
+    so a comparison with the VLM on differs only by the labels the VLM changed."""
+    from spinebench.engine.run import execute
+
+    overrides = [v for k, v in zip(TINY[::2], TINY[1::2], strict=True) if k == "--set"]
+    overrides += ["train.threads=1"]
+    runs = {}
+    for name, method, extra in (
+        ("own", base, []),
+        ("cps4", "cps4", ["cps4.base=" + base, "cps4.pseudo_label=teacher"]),
+    ):
+        uri = f"sqlite:///{isolated_env}/{name}.db"
+        execute(
+            RunRequest(method=method, labeled=0.5, overrides=[*overrides, *extra], tracking_uri=uri)
+        )
+        runs[name] = _metrics(uri)
+    own, cps4 = runs["own"], runs["cps4"]
+    assert own.keys() < cps4.keys()  # the VLM's stage and the refinement diagnostics
+    assert "pseudo/changed_fraction" in cps4
+    offset = cps4["train/loss"][0][0] - own["train/loss"][0][0]
+    assert offset > 0  # the VLM's stage came first
+    for key, history in own.items():
+        assert [v for _, v in cps4[key]] == [v for _, v in history], key
+        assert [s - offset for s, _ in cps4[key]] == [s for s, _ in history], key
+    assert all(v == 0 for _, v in cps4["pseudo/changed_fraction"])
+
+
 def test_cps4_on_bcp_gives_the_same_run_with_its_stages_cached(isolated_env) -> None:
     """Both cached stages (the VLM and BCP's pre-training, with the network's reliabilities
     its validations measured) make the second run exactly the first; the pre-training cached

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -76,6 +77,7 @@ class CPS4(Method):
         # the refiner's rule
         "fusion": FUSION_RULES,
         "pseudo_label": PSEUDO_LABEL_RULES,
+        "vlm_min_reliability": 0.0,
         # base cps4: pseudo labels and the Mean Teacher around them
         "unlabeled_loss": UNLABELED_LOSSES,
         "w_pseudo": 1.0,
@@ -90,11 +92,15 @@ class CPS4(Method):
         self.opts = opts = ctx.options
         self.base = opts["base"]
         has_pretrain = self.base in ("bcp", "abd")
-        self.refiner = (
-            ClassPromptRefiner(ctx, VLM_STAGE if has_pretrain else PRETRAIN)
-            if opts["refiner"] == "vlm"
-            else None
-        )
+        # On the other bases the VLM draws its initial weights from a fork of the random
+        # state, so the base's networks start from the weights of the base's own run (on base
+        # cps4 it draws first, as the published runs did).
+        with torch.random.fork_rng(devices=[], enabled=self.base != "cps4"):
+            self.refiner = (
+                ClassPromptRefiner(ctx, VLM_STAGE if has_pretrain else PRETRAIN)
+                if opts["refiner"] == "vlm"
+                else None
+            )
         names = semisupervised.label_names(ctx.class_map)
         net = build_backbone(ctx.config["model"], ctx.in_channels, ctx.num_classes)
         if self.base == "cps4":
@@ -126,6 +132,11 @@ class CPS4(Method):
         negative = [k for k in ("w_token", "w_pixel", "w_pseudo", "consistency") if opts[k] < 0]
         if negative:
             raise ConfigError(f"cps4.{negative[0]} must not be negative")
+        if not 0 <= opts["vlm_min_reliability"] <= 1:
+            raise ConfigError(
+                "cps4.vlm_min_reliability is a Dice: set it in [0, 1] (0 trusts the VLM on any "
+                "class it segments better than the network)"
+            )
         if not 0 < opts["conf_thresh"] <= 1:
             raise ConfigError("cps4.conf_thresh must be in (0, 1]")
         if "{name}" not in opts["template"]:
@@ -162,6 +173,8 @@ class CPS4(Method):
 
     # -- stages ---------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
+        """The refiner's stage, then the base's; on bases other than cps4 each base stage
+        keeps the seed of its position in the base's own run (``Stage.seed_index``)."""
         config = self.ctx.config
         own = [self.refiner.stage()] if self.refiner is not None else []
         if self.base == "cps4":
@@ -174,7 +187,7 @@ class CPS4(Method):
             )
             return [*own, ssl]
         if self.base == "unimatch":
-            return [*own, semisupervised.unimatch_stage(config)]
+            return _base_seeds(own, [semisupervised.unimatch_stage(config)])
         vlm_key = self.refiner.stage().cache_key if self.refiner is not None else None
         key = semisupervised.pretrain_cache_key(
             config,
@@ -188,7 +201,7 @@ class CPS4(Method):
         base = semisupervised.bcp_stages(config, key, strong=self.base == "abd")
         if config["run"]["profile"] == "paper":  # BCP's and ABD's constant learning rate
             base = [_constant_rate(s) for s in base]
-        return [*own, *base]
+        return _base_seeds(own, base)
 
     def _refiner_stage(self, stage: Stage) -> bool:
         return self.refiner is not None and stage.name == self.refiner.stage_name
@@ -336,6 +349,11 @@ class CPS4(Method):
 
 def _constant_rate(stage: Stage) -> Stage:
     """BCP's and ABD's ACDC code never decays the learning rate (paper profile)."""
-    from dataclasses import replace
-
     return replace(stage, optimizer=OptimizerSpec(poly_power=0.0))
+
+
+def _base_seeds(own: list[Stage], base: list[Stage]) -> list[Stage]:
+    """``own`` then ``base``, each base stage seeded as in the base's own run and the
+    refiner's stage after them."""
+    seeded = [replace(s, seed_index=i) for i, s in enumerate(base)]
+    return [*(replace(s, seed_index=len(base)) for s in own), *seeded]

@@ -48,16 +48,22 @@ def similarity_maps(similarity: torch.Tensor, size: tuple[int, int]) -> torch.Te
 
 
 def reliability_weights(
-    vlm: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-6
+    vlm: torch.Tensor, teacher: torch.Tensor, floor: float = 0.0, eps: float = 1e-6
 ) -> torch.Tensor:
-    """Per-class weight of the VLM: ``w_c = max(0, r_vlm_c - r_teacher_c) / r_vlm_c``.
+    """Per-class weight of the VLM: ``w_c = max(0, r_vlm_c - r_teacher_c) / r_vlm_c``, and 0
+    where ``r_vlm_c < floor``.
 
     ``vlm``, ``teacher`` [K]: per-class Dice of each on the validation split. A class the VLM
     segments no better than the teacher gets weight 0 (the teacher alone decides it); the more
-    the VLM is ahead, the more it counts. Background (channel 0) always has weight 0: the
-    binary maps have no background score to measure. Returns [K+1].
+    the VLM is ahead, the more it counts. ``floor`` (``cps4.vlm_min_reliability``): a VLM that
+    segments a class worse than this is never trusted with it, however poor the network still
+    is (a network at its first validation can be behind a VLM that is itself near 0; given the
+    class, the VLM then erases it from the pseudo labels and the network never learns it: the
+    collapse README.md describes). Background (channel 0) always has weight 0: the binary maps
+    have no background score to measure. Returns [K+1].
     """
     w = (vlm - teacher).clamp_min(0) / vlm.clamp_min(eps)
+    w = torch.where(vlm >= floor, w, torch.zeros_like(w))
     return F.pad(w.float(), (1, 0))
 
 

@@ -212,7 +212,9 @@ class ClassPromptRefiner(nn.Module):
         return VlmMaps(
             probs,
             similarity_maps(similarity, size) if similarity is not None else None,
-            reliability_weights(self.vlm_reliability, self.teacher_reliability)
+            reliability_weights(
+                self.vlm_reliability, self.teacher_reliability, self.opts["vlm_min_reliability"]
+            )
             if rule == "reliable"
             else None,
         )

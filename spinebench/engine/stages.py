@@ -34,7 +34,7 @@ from spinebench.engine.runtime import Runtime, rng_state, seed_everything, stage
 from spinebench.engine.tracking import Tag, Tracker
 from spinebench.engine.trainer import StageContext, StepObserver, StopFlag, TrainState, run_stage
 from spinebench.errors import ConfigError
-from spinebench.method import Method, Stage
+from spinebench.method import Method, Stage, seed_positions
 from spinebench.runinfo import RunRequest
 
 
@@ -169,6 +169,8 @@ class StageCache:
                 "method": self.method,
                 "stage": stage.name,
                 **({"cpu_threads": self.cpu_threads} if self.cpu_threads is not None else {}),
+                # a stage seeded from another position trains another state
+                **({"seed_index": stage.seed_index} if stage.seed_index is not None else {}),
             },
             sort_keys=True,
             default=str,
@@ -208,6 +210,12 @@ def run_stages(
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"method {env.method_name!r} declares duplicate stages {names}")
+    seeds = seed_positions(stages)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(
+            f"method {env.method_name!r} gives two stages the same seed_index ({seeds} for "
+            f"{names}); each stage needs its own"
+        )
     first = state.stage_index
     offset = sum(s.iterations for s in stages[:first])
     with StopFlag() as stop, StageProgress(env.console) as progress:
@@ -215,8 +223,8 @@ def run_stages(
             stage = stages[index]
             resume = ckpt if index == first and state.iteration else None
             if resume is None:  # its randomness never depends on how earlier stages ran
-                seed_everything(stage_seed(env.seed, index))
-                streams = env.make_streams(index)
+                seed_everything(stage_seed(env.seed, seeds[index]))
+                streams = env.make_streams(seeds[index])
                 state.best_score, state.best_iteration = -math.inf, -1  # each stage's own best
             if state.iteration or not _take_stage(method, stage, env):
                 ctx = StageContext(
