@@ -5,9 +5,10 @@ none of its files is written), the phantom is written in its ACDC h5 layout
 (:mod:`benchmarks.peers_layout`) and its script runs through a launcher that adapts, from
 outside, only what stops it running here (:mod:`benchmarks.peers_launcher`, every adaptation
 listed there and in BENCHMARKS.md). Beside it, ``spinebench run`` trains the same method with
-the same network size (UNet 16-256 with BatchNorm: the paper profile; the peer's up-samples by
-transposed convolution, ``networks/unet.py`` l.312 and l.76-78, spinebench's by a bilinear
-resize), batch halves (12 labeled + 12 unlabeled), optimiser (SGD 0.01, momentum 0.9, poly
+the same network (UNet 16-256 with BatchNorm and dropout: the paper profile; both up-sample by
+a 1x1 convolution and a bilinear resize, the peer's with ``align_corners=True``,
+``networks/unet.py`` l.65-78, as its ``Decoder``, l.129-136, never passes its ``bilinear``
+parameter on), batch halves (12 labeled + 12 unlabeled), optimiser (SGD 0.01, momentum 0.9, poly
 0.9), image size, class count, fp32 and torch threads, interleaved run by run, for
 ``--rounds`` rounds.
 
@@ -148,8 +149,10 @@ def run_peer(
     workers: int,
     args: argparse.Namespace,
     work: Path,
+    launcher_options: tuple[str, ...] = (),
 ) -> Timing:
-    """One run of the peer's script through the launcher, in a fresh working folder."""
+    """One run of the peer's script through the launcher, in a fresh working folder
+    (``launcher_options``: the launcher's own, e.g. ``--profile FILE``)."""
     layout, train = phantom.layout, phantom.train
     code = work / "code"  # the script writes ../model/<exp>... (l.270-277) next to it
     code.mkdir(parents=True)
@@ -162,6 +165,7 @@ def run_peer(
     cmd += ["--threads", str(args.threads)]
     cmd += ["--labeled-slices", str(layout.labeled_slices)]
     cmd += ["--consistency-from-start"] if spec.gated else []
+    cmd += launcher_options
     batch = int(train["batch_size"]) + int(train["unlabeled_batch_size"])
     cmd += ["--", "--root_path", str(layout.root), "--exp", f"peers/{method}"]
     cmd += ["--model", "unet", "--max_iterations", str(args.iterations)]

@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--labeled-slices", type=int, required=True)
     parser.add_argument("--consistency-from-start", action="store_true")
+    parser.add_argument("--profile", type=Path, default=None, help="write a profiler table here")
+    parser.add_argument("--profile-top", type=int, default=12)
     parser.add_argument("peer_args", nargs=argparse.REMAINDER, help="after --: the script's")
     args = parser.parse_args(argv)
     peer_args = args.peer_args[1:] if args.peer_args[:1] == ["--"] else args.peer_args
@@ -169,7 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     exec(body, namespace)
     adapt_globals(namespace, args.image_size, args.labeled_slices, args.workers)
-    exec(guard, namespace)
+    if args.profile is None:
+        exec(guard, namespace)
+        return
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        exec(guard, namespace)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_top)
+    args.profile.write_text(table + "\n")
 
 
 if __name__ == "__main__":

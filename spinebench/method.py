@@ -144,6 +144,11 @@ class Method(nn.Module):
     options: ClassVar[dict[str, Any]] = {}
     #: One line for ``spinebench list methods``: what the method is, with its source.
     description: ClassVar[str] = ""
+    #: Options added after runs of the method were recorded, each with the value under which
+    #: those runs behaved (the value that keeps the old behaviour). The leaderboard reads a
+    #: record that lacks such an option as having that value, so adding an option does not
+    #: move every earlier run of the method's defaults into the studies.
+    options_added: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()

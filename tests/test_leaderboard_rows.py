@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from leaderboard_data import document, readme_like, record, seeds
 from scipy.stats import wilcoxon
+from spinebench_cps4.method import CPS4
 
 from spinebench.leaderboard import build_boards, check, write
 from spinebench.leaderboard.records import record_of
@@ -134,6 +135,17 @@ def test_no_row_below_the_full_seed_count_is_bold(readme_board, readme_page):
     assert bold and all(" | 1 | " not in line for line in bold)
 
 
+def test_a_full_seed_row_with_no_other_to_beat_is_not_called_best():
+    # supervised with three seeds beside one-seed rows: alone among the full rows, so bold
+    # would only say which row was rerun, not which method is better
+    docs = [*seeds("supervised", 0.05, level=0.5), document("unimatch", 0.05, 0, level=0.7)]
+    (board,) = build_boards([record_of(d) for d in docs])
+    assert not any(board.is_best(r, 0.05, "dice") for r in board.main)
+    docs += seeds("unimatch", 0.05, level=0.7)[1:]  # two full rows: now one is the best
+    (board,) = build_boards([record_of(d) for d in docs])
+    assert board.is_best(board.default_row("unimatch"), 0.05, "dice")
+
+
 def test_min_seeds_sets_the_full_seed_count(readme_board):
     records = [record_of(d) for d in readme_like()]
     (board,) = build_boards(records, min_seeds=1)
@@ -173,6 +185,16 @@ def test_an_older_default_an_option_added_later_and_shared_keys(tmp_path: Path):
         "cps4 (method.pseudo_label=fused)",
         "cps4 (method.w_pseudo=(unset))",
     }
+    # an option the method declares as added later, at the value older runs behaved under
+    # (cps4.vlm_min_reliability 0.0): runs made before it are still its defaults
+    assert "vlm_min_reliability" in CPS4.options_added
+    before_floor = seeds("cps4", 0.1, drop=("method.vlm_min_reliability",), start=3)
+    (board,) = build_boards([record_of(d) for d in base + before_floor])
+    assert [r.label for r in board.main] == ["supervised", "cps4"] and not board.studies
+    assert board.cell(board.default_row("cps4"), 0.1).n("best") == 3  # newest run per seed
+    floor = seeds("cps4", 0.1, sets={"method.vlm_min_reliability": "0.5"}, start=4)
+    (board,) = build_boards([record_of(d) for d in base + floor])
+    assert [r.label for r in board.studies] == ["cps4 (method.vlm_min_reliability=0.5)"]
     # a key every run shares (a grid's common set: list) keeps the runs on the main board
     small = {"data.image_size": "32"}
     shared = [*seeds("supervised", 0.1, sets=small), *seeds("cps4", 0.1, sets=small)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import peers, peers_layout
+from benchmarks import peers, peers_layout, profile_step
 from benchmarks.peers_launcher import AdaptationError, adapt_globals, split_script
 from spinebench.data.slices import build_or_load
 from spinebench.engine.prepare import prepare
@@ -118,9 +118,8 @@ def _npz_instead_of_h5(path: Path, image: np.ndarray, label: np.ndarray) -> None
         np.savez(f, image=image.astype(np.float32), label=label.astype(np.uint8))
 
 
-def test_the_harness_times_both_and_writes_its_records(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-):
+def _fake_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """(an SSL4MIS folder holding the stand-in, the file it reports to) on a small phantom."""
     checkout = tmp_path / "SSL4MIS"
     (checkout / "code").mkdir(parents=True)
     (checkout / peers.METHODS["mean_teacher"].script).write_text(FAKE_PEER)
@@ -132,6 +131,13 @@ def test_the_harness_times_both_and_writes_its_records(
         import h5py  # noqa: F401
     except ImportError:  # the h5 files themselves: test_layout_is_what_ssl4mis_reads
         monkeypatch.setattr(peers_layout, "write_h5", _npz_instead_of_h5)
+    return checkout, observed
+
+
+def test_the_harness_times_both_and_writes_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    checkout, observed = _fake_checkout(tmp_path, monkeypatch)
     out = tmp_path / "peers.json"
     argv = ["--ssl4mis", str(checkout), "--methods", "mean_teacher", "--image-size", "32"]
     argv += ["--iterations", "10", "--rounds", "1", "--threads", "1", "--peer-workers", "0,1"]
@@ -178,6 +184,22 @@ def test_the_harness_times_both_and_writes_its_records(
         assert s["threads"] == 1  # 6
         assert s["shape"] == [24, 1, 32, 32]  # the paper profile's 12 + 12 slices
         assert s["classes"] == prepared.class_map.num_classes
+
+
+def test_the_step_profile_shows_both_sides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    checkout, observed = _fake_checkout(tmp_path, monkeypatch)
+    argv = ["--ssl4mis", str(checkout), "--image-size", "32", "--iterations", "10"]
+    profile_step.main([*argv, "--threads", "1", "--top", "5"])
+    printed = capsys.readouterr().out
+    for side in ("spinebench, deterministic: ", "spinebench, not deterministic: "):
+        assert side in printed and "s/step after 2" in printed.split(side)[1].splitlines()[0]
+    peer = printed.split("SSL4MIS code/train_mean_teacher_2D.py, loader workers 0: ")[1]
+    assert "s/step after 2 (from its log)" in peer.splitlines()[0]
+    assert printed.count("Self CPU time total") == 3  # the launcher profiled the peer
+    assert "aten::" in peer
+    assert [json.loads(line)["workers"] for line in observed.read_text().splitlines()] == [0]
 
 
 def test_peer_rate_reads_its_log_after_warm_up_and_skips_validation():

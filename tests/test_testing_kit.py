@@ -37,6 +37,14 @@ class NanLoss(Supervised):
         return StepOutput(losses={"loss": out.losses["loss"] * float("nan")})
 
 
+class UninitializedRead(Supervised):
+    """Reads memory it never wrote: the kit's runtime fills new tensors with NaN to show it."""
+
+    def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
+        bias = torch.empty_like(batch.image)
+        return StepOutput(losses={"loss": self.loss(self.net(batch.image + bias), batch.label)})
+
+
 class DetachedLoss(Supervised):
     def training_step(self, stage: Stage, batch: Batch, step: StepInfo) -> StepOutput:
         return StepOutput(
@@ -185,6 +193,7 @@ class UnknownOption(Supervised):
 BROKEN = [
     (Nondeterministic, "determinism", "in the second with the same seed"),
     (NanLoss, "losses", "losses['loss'] is not finite"),
+    (UninitializedRead, "losses", "losses['loss'] is not finite"),
     (DetachedLoss, "losses", "does not require grad"),
     (DroppedBackground, "predict", "expected [1, 20, 32, 32]"),
     (IntegerPredict, "predict", "expected floating-point logits"),

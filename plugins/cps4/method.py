@@ -87,6 +87,9 @@ class CPS4(Method):
         **_BASE_OPTIONS,
     }
 
+    #: the runs recorded before it trusted the VLM on any class it beat the network on
+    options_added: ClassVar[dict[str, Any]] = {"vlm_min_reliability": 0.0}
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         self.opts = opts = ctx.options

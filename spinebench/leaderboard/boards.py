@@ -10,8 +10,8 @@ a tag: a variant whose config equals today's defaults is the method's main row. 
 
 - mean ± sample standard deviation (ddof=1) over seeds; one run per seed (the newest, when a
   cell was rerun with ``--force``);
-- a column's best is chosen among rows with at least ``min_seeds`` seeds; a row with fewer is
-  shown with its n and never marked best;
+- a column's best is chosen among rows with at least ``min_seeds`` seeds, and only when two or
+  more such rows compete; a row with fewer is shown with its n and never marked best;
 - significance: two-sided Wilcoxon signed-rank test on per-case test Dice, paired by case id,
   each case averaged over the seeds first; Holm-corrected within each labeled fraction and
   family (main rows vs supervised, main rows vs the best, study rows vs their method's
@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from spinebench.leaderboard.defaults import (
+    completed,
     default_params,
     describe,
     differences,
@@ -199,8 +200,10 @@ def _group(row: Row) -> str:
 
 
 def best_of(values: dict[Row, float], *, higher: bool) -> frozenset[Row]:
+    """The rows with the top value; none when fewer than two rows compete (a row alone with
+    full seeds beside rows with fewer is the row that was rerun, not the better method)."""
     scored = {r: v for r, v in values.items() if not math.isnan(v)}
-    if not scored:
+    if len(scored) < 2:
         return frozenset()
     top = (max if higher else min)(scored.values())
     return frozenset(r for r, v in scored.items() if v == top)
@@ -279,8 +282,9 @@ def _rows(
     """Every setting as a row (main rows first, supervised leading), each run's row, and the
     methods whose defaults are unknown here."""
     settings: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    setting = {run.run_id: completed(run.setting, run.method) for run in runs}
     for run in runs:
-        settings[(run.method, setting_digest(run.setting))].append(run)
+        settings[(run.method, setting_digest(setting[run.run_id]))].append(run)
     unknown = set()
     drafts = []
     for (method, digest), members in settings.items():
@@ -290,7 +294,7 @@ def _rows(
             unknown.add(method)
             diffs = {}
         else:
-            diffs = differences(example.setting, defaults, shared)
+            diffs = differences(setting[example.run_id], defaults, shared)
         variants = tuple(sorted({r.variant for r in members if r.variant}))
         drafts.append((method, digest, defaults is not None and not diffs, diffs, variants))
     labels = _labels(drafts)
@@ -300,7 +304,7 @@ def _rows(
     ]
     rows.sort(key=lambda r: (not r.main, r.method != BASELINE, r.method, r.label))
     by_key = {(r.method, r.setting): r for r in rows}
-    row_of = {run.run_id: by_key[(run.method, setting_digest(run.setting))] for run in runs}
+    row_of = {r.run_id: by_key[(r.method, setting_digest(setting[r.run_id]))] for r in runs}
     return rows, row_of, tuple(sorted(unknown))
 
 

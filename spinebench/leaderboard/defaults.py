@@ -4,8 +4,9 @@ A run is at its method's defaults when its config differs from the config that m
 to today (for the run's profile and dataset) only in what may differ between the runs of one
 row (seed, fraction, thread count, data location) and in keys that every run on its board
 shares with one value (a grid's common ``set:`` list, e.g. a smaller image size for a quick
-study). A run lacking a key that today's defaults have (an option added later) differs, and so
-does a run made under an older default. Method options (``method.*``) are never excused as
+study). A run lacking a key that today's defaults have (an option added later) differs, unless
+the method declares the option in ``Method.options_added`` with the value earlier runs behaved
+under; a run made under an older default differs. Method options (``method.*``) are never excused as
 shared: they are what distinguishes a method's settings.
 """
 
@@ -43,6 +44,19 @@ def default_params(method: str, profile: str, dataset: str) -> dict[str, str] | 
     except SpinebenchError:
         return None
     return {k: v for k, v in params_of(config).items() if k not in PER_RUN_PARAMS}
+
+
+@cache
+def added_options(method: str) -> dict[str, str]:
+    """``method.<name>`` params a record made before each option existed is read with."""
+    cls = plugins.methods().get(method)
+    added = cls.options_added if cls is not None else {}
+    return {f"method.{k}": str(v) for k, v in added.items()}
+
+
+def completed(setting: dict[str, str], method: str) -> dict[str, str]:
+    """A record's setting with the options added since it was made, at their old behaviour."""
+    return {**added_options(method), **setting}
 
 
 def shared_params(runs: Sequence[RunRecord]) -> dict[str, str]:

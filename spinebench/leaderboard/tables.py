@@ -221,7 +221,7 @@ def main_notes(board: Board) -> list[str]:
     notes = [
         f"One row per method at its current defaults; `{BASELINE}` at each fraction is the "
         f"lower bound, `{BASELINE}` with every training case labeled the upper bound. Best: "
-        f"among rows with at least {board.min_seeds} seeds."
+        f"among rows with at least {board.min_seeds} seeds, when two or more such rows compete."
     ]
     if board.shared:
         keys = ", ".join(f"{k}={v}" for k, v in sorted(board.shared.items()))

@@ -106,8 +106,9 @@ class Harness:
         return self.context.config
 
     def runtime(self) -> Runtime:
-        """The engine's CPU runtime for this config: one thread, seeded, deterministic."""
-        return setup(self.config["train"], "cpu", self.seed)
+        """The engine's CPU runtime for this config: one thread, seeded, deterministic, and
+        every new tensor filled with NaN, so a read of uninitialised memory shows."""
+        return setup(self.config["train"], "cpu", self.seed, poison_uninitialized=True)
 
     def build(self) -> Method:
         """A fresh instance, seeded as the engine seeds a run before building its method."""
