@@ -37,6 +37,11 @@ from spinebench.errors import SpinebenchError
 PARAM_LIMIT, TAG_LIMIT = 6000, 5000
 
 
+#: What MLflow's SQL store says when two runs insert the same (experiment, name, digest)
+#: dataset at once.
+DATASET_RACE = "UNIQUE constraint failed: datasets."
+
+
 class MlflowTracker:
     """:class:`Tracker` over MLflow. ``experiment=None`` reads every experiment of the store;
     ``create=False`` (the read-only commands) neither creates a store nor an experiment nor
@@ -162,7 +167,17 @@ class MlflowTracker:
             )
             for d in inputs
         ]
-        self.client.log_inputs(self._own(), datasets=datasets)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.log_inputs(self._own(), datasets=datasets)
+        except MlflowException as exc:
+            if DATASET_RACE not in str(exc):
+                raise
+            # another run of this experiment (a sweep's other worker) inserted the same dataset
+            # between MLflow's lookup and its insert; the insert was rolled back, and a second
+            # call finds that dataset and links it to this run
+            self.client.log_inputs(self._own(), datasets=datasets)
 
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self._own(), key, value[:TAG_LIMIT] if key != Tag.NOTE else value)
