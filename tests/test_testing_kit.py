@@ -4,6 +4,7 @@ and the pytest fixtures work from a plugin's own test suite."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import textwrap
@@ -96,6 +97,17 @@ class LateParameter(Supervised):
 class DuplicateStages(Supervised):
     def stages(self) -> list[Stage]:
         return [Stage("train", 2), Stage("train", 2)]
+
+
+class SharedSeeds(Supervised):
+    """Two stages told to start from one seed: they would draw the same batches."""
+
+    def stages(self) -> list[Stage]:
+        (train,) = super().stages()
+        return [
+            dataclasses.replace(train, name="warmup", iterations=2, seed_index=1),
+            dataclasses.replace(train, seed_index=1),
+        ]
 
 
 class PretrainOnly(Supervised):
@@ -201,6 +213,7 @@ BROKEN = [
     (ObjectInState, "state_dict", "weights_only=True"),
     (LateParameter, "parameters", "head.weight"),
     (DuplicateStages, "stages", "not unique"),
+    (SharedSeeds, "stages", "share a seed_index ([1, 1] for ['warmup', 'train'])"),
     (PretrainOnly, "stages", "the last stage 'pretrain' has segments=False"),
     (NanValidation, "validate_stage", "'alignment' is nan"),
     (WritesLog, "side_effects", "opened 'losses.txt' with mode 'a'"),

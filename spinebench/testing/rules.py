@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from spinebench.method import Method, Stage, StepOutput
+from spinebench.method import Method, Stage, StepOutput, seed_positions
 
 RULES: dict[str, str] = {
     "config": "options and default_config(profile) resolve into a valid config for every profile",
@@ -79,6 +79,11 @@ def check_stages(method: Method, name: str) -> list[Stage]:
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ConformanceError("stages", name, f"stage names are not unique: {names}")
+    seeds = seed_positions(stages)
+    if len(set(seeds)) != len(seeds):
+        raise ConformanceError(
+            "stages", name, f"stages share a seed_index ({seeds} for {names}); give each its own"
+        )
     for s in stages:
         if not isinstance(s.name, str) or not _STAGE_NAME.match(s.name):
             raise ConformanceError(
