@@ -198,10 +198,12 @@ def _tree_env(links: Path, threads: int) -> dict[str, str]:
     return {**_env(threads), "PYTHONPATH": path.rstrip(os.pathsep)}
 
 
-def run_spinebench(method: str, size: int, args: argparse.Namespace, work: Path) -> Timing:
-    """One ``spinebench run`` of the method, timed like the peer."""
+def engine_overrides(method: str, size: int, args: argparse.Namespace) -> list[str]:
+    """spinebench's settings beside the peer: its phantom and image size, the budget, a rate
+    logged every ``args.warmup`` iterations, no validation or checkpoint inside the budget, the
+    threads, fp32 and the method's timed phase."""
     n = args.iterations
-    sets = [
+    return [
         f"data.cases={CASES}",
         f"data.image_size={size}",
         f"train.iterations={n}",
@@ -213,6 +215,11 @@ def run_spinebench(method: str, size: int, args: argparse.Namespace, work: Path)
         "eval.overlays=0",
         *METHODS[method].sets,
     ]
+
+
+def run_spinebench(method: str, size: int, args: argparse.Namespace, work: Path) -> Timing:
+    """One ``spinebench run`` of the method, timed like the peer."""
+    sets = engine_overrides(method, size, args)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "spinebench", "run", "--method", method, "--labeled", str(LABELED)]
     cmd += ["--profile", PROFILE, "--seed", str(SEED), "--tracking-uri", uri, "--no-resume"]

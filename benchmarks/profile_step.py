@@ -31,21 +31,12 @@ SORT = "self_cpu_time_total"
 def engine_profile(size: int, args: argparse.Namespace, deterministic: bool) -> str:
     """spinebench's stage loop under the profiler: seconds per step after warm-up (from its
     logged rates, as the peers benchmark reads them) and the top operators of every step."""
-    n = args.iterations
-    overrides = [
-        f"data.cases={peers.CASES}",
-        f"data.image_size={size}",
-        f"train.iterations={n}",
-        f"train.log_every={args.warmup}",
-        f"train.threads={args.threads}",
-        "train.precision=fp32",
-        f"train.deterministic={str(deterministic).lower()}",
-        *peers.METHODS["mean_teacher"].sets,
-    ]
+    overrides = peers.engine_overrides("mean_teacher", size, args)
+    overrides.append(f"train.deterministic={str(deterministic).lower()}")
     with torch_settings_kept():
         bench = make_bench("mean_teacher", overrides, "cpu", peers.PROFILE, peers.LABELED)
         method = bench.engine_method()
-        stage = dataclasses.replace(method.stages()[-1], iterations=n)
+        stage = dataclasses.replace(method.stages()[-1], iterations=args.iterations)
         history: list[tuple[int, float]] = []
         data: list[float] = []  # the share of each window spent drawing and augmenting
 
