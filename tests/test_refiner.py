@@ -121,14 +121,24 @@ def test_refiner_none_is_exactly_the_bases_own_run(isolated_env, base: str) -> N
 PRETRAIN_10 = "cps4.pretrain_iterations=10"  # the VLM trains, briefly
 
 
-@pytest.mark.parametrize("base", ["unimatch", "bcp"])
+@pytest.mark.parametrize(
+    ("base", "rule"),
+    [
+        ("unimatch", ["cps4.pseudo_label=teacher"]),
+        ("bcp", ["cps4.pseudo_label=teacher"]),
+        # the default rule with a VLM trusted on no class (no VLM reaches Dice 1.0)
+        ("unimatch", ["cps4.vlm_min_reliability=1.0"]),
+    ],
+    ids=["unimatch-teacher", "bcp-teacher", "unimatch-reliable-untrusted"],
+)
 def test_a_refiner_that_changes_no_label_leaves_the_bases_run_as_it_is(
-    isolated_env, base: str, monkeypatch: pytest.MonkeyPatch
+    isolated_env, base: str, rule: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the VLM built and trained but rule ``teacher`` (the refined labels are the base's),
-    every metric the base logs is that of the base's own run, at steps shifted by the VLM's
-    stage: its initial weights, batches, augmentations and dropout masks are the base's own,
-    so a comparison with the VLM on differs only by the labels the VLM changed."""
+    """With the VLM built and trained but its labels unused (rule ``teacher``, or ``reliable``
+    with weight 0 on every class), every metric the base logs is that of the base's own run, at
+    steps shifted by the VLM's stage: its initial weights, batches, augmentations and dropout
+    masks are the base's own, so a comparison with the VLM on differs only by the labels the
+    VLM changed."""
     from spinebench.engine.run import execute
 
     # a cache of its own: a stage another test cached would make one run skip it
@@ -138,7 +148,7 @@ def test_a_refiner_that_changes_no_label_leaves_the_bases_run_as_it_is(
     runs = {}
     for name, method, extra in (
         ("own", base, []),
-        ("cps4", "cps4", [f"cps4.base={base}", "cps4.pseudo_label=teacher", PRETRAIN_10]),
+        ("cps4", "cps4", [f"cps4.base={base}", *rule, PRETRAIN_10]),
     ):
         uri = f"sqlite:///{isolated_env}/{name}.db"
         execute(

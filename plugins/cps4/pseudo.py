@@ -81,7 +81,7 @@ def rule_probabilities(teacher_logits: torch.Tensor, vlm: VlmMaps, rule: str) ->
       added to the teacher's raw logits before the arg-max;
     - ``reliable``: per class ``c``, ``(1 - w_c) T_c + w_c V_c`` with ``w = vlm.weights``,
       renormalised: where the VLM is not more reliable than the teacher (``w = 0``) the labels
-      are the teacher's.
+      are the teacher's, and with ``w = 0`` on every class the probabilities are ``T`` exactly.
 
     The base keeps a pixel when the top probability reaches its threshold (and, for ``agree``,
     the two agree).
@@ -100,6 +100,10 @@ def rule_probabilities(teacher_logits: torch.Tensor, vlm: VlmMaps, rule: str) ->
     if rule == "reliable":
         if vlm.weights is None:
             raise ValueError("the reliable rule needs per-class VLM weights")
+        if not bool(vlm.weights.any()):
+            # no class trusts the VLM: the teacher's probabilities as they are, since
+            # renormalising them anyway moves them by ~1e-7, enough to flip a confidence mask
+            return teacher
         w = vlm.weights.view(1, -1, 1, 1).to(teacher)
         mixed = (1 - w) * teacher + w * vlm.probs
         return mixed / mixed.sum(1, keepdim=True).clamp_min(1e-12)
