@@ -149,6 +149,11 @@ class Method(nn.Module):
     #: record that lacks such an option as having that value, so adding an option does not
     #: move every earlier run of the method's defaults into the studies.
     options_added: ClassVar[dict[str, Any]] = {}
+    #: The option that names another method whose training procedure a setting of this one
+    #: runs (cps4's ``base``). A study that sets it to another method is also compared, case
+    #: by case, with that method's main row: the question such a setting asks ("does my
+    #: refiner help that method?") is against the base, not against this method's defaults.
+    base_option: ClassVar[str | None] = None
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()

@@ -5,6 +5,7 @@ as hand-made record documents (no training, no MLflow)."""
 from __future__ import annotations
 
 import csv
+import math
 import re
 from pathlib import Path
 
@@ -213,6 +214,55 @@ def test_an_older_default_an_option_added_later_and_shared_keys(tmp_path: Path):
         "supervised (data.image_size=32)",
         "cps4 (data.image_size=32)",
     }
+
+
+def test_a_study_on_another_base_is_also_tested_against_that_base(tmp_path: Path):
+    """cps4 on UniMatch asks whether the VLM helps UniMatch: its study is paired with
+    UniMatch's main row (and, as every study, with cps4's defaults), each in its own Holm
+    family; a setting naming cps4's own base is not a base study."""
+    assert CPS4.base_option == "base"
+    docs = [*seeds("supervised", 0.1), *seeds("unimatch", 0.1), *seeds("cps4", 0.1)]
+    docs += seeds("cps4", 0.1, sets={"method.base": "unimatch"}, level=0.61)
+    docs += seeds("cps4", 0.1, sets={"method.base": "unimatch", "method.conf_thresh": "0.9"})
+    docs += seeds("cps4", 0.1, sets={"method.pseudo_label": "teacher"})
+    (board,) = build_boards([record_of(d) for d in docs])
+    by_label = {r.label: r for r in board.studies}
+    assert {label: r.base for label, r in by_label.items()} == {
+        "cps4 (method.base=unimatch)": "unimatch",
+        "cps4 (method.base=unimatch, method.conf_thresh=0.9)": "unimatch",
+        "cps4 (method.pseudo_label=teacher)": None,
+    }
+    reference = board.cell(board.default_row("unimatch"), 0.1).pooled_cases()
+    on_base = [r for r in board.studies if r.base == "unimatch"]
+    raw = []
+    for row in on_base:
+        cases = board.cell(row, 0.1).pooled_cases()
+        common = sorted(cases.keys() & reference.keys())
+        raw.append(wilcoxon([cases[c] for c in common], [reference[c] for c in common]).pvalue)
+    for row, p in zip(on_base, holm(raw), strict=True):
+        assert board.cell(row, 0.1).p_base == pytest.approx(p)
+    teacher = next(r for r in board.studies if r.base is None)
+    assert math.isnan(board.cell(teacher, 0.1).p_base)
+    assert not math.isnan(board.cell(teacher, 0.1).p_default)  # still tested against defaults
+    write([board], tmp_path, ["md", "csv"])
+    (studies,) = [
+        t for t in _md_tables((tmp_path / "leaderboard.md").read_text()) if "setting" in t[0]
+    ]
+    assert studies[0].rstrip().endswith("| p vs defaults | p vs base |")
+    assert [line.split(" | ")[0] for line in studies[2:5]] == [
+        "| *cps4*",
+        "| *unimatch*",
+        "| cps4 (method.base=unimatch)",
+    ]
+    assert "(unimatch) |" in _line(studies, "cps4 (method.base=unimatch)")
+    assert _line(studies, "cps4 (method.pseudo_label=teacher)").rstrip().endswith("|  |")
+    with (tmp_path / "leaderboard.csv").open() as f:
+        rows = {r["row"]: r for r in csv.DictReader(f) if r["table"] == "studies"}
+    assert rows["cps4 (method.base=unimatch)"]["base"] == "unimatch"
+    assert float(rows["cps4 (method.base=unimatch)"]["p_vs_base"]) == pytest.approx(
+        board.cell(on_base[0], 0.1).p_base
+    )
+    assert rows["cps4 (method.pseudo_label=teacher)"]["p_vs_base"] == ""
 
 
 def test_a_method_whose_plugin_is_missing_is_a_study_not_a_guess():

@@ -89,6 +89,8 @@ class CPS4(Method):
 
     #: the runs recorded before it trusted the VLM on any class it beat the network on
     options_added: ClassVar[dict[str, Any]] = {"vlm_min_reliability": 0.0}
+    #: a study on another base is compared with that base's own row
+    base_option: ClassVar[str | None] = "base"
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)

@@ -15,7 +15,9 @@ a tag: a variant whose config equals today's defaults is the method's main row. 
 - significance: two-sided Wilcoxon signed-rank test on per-case test Dice, paired by case id,
   each case averaged over the seeds first; Holm-corrected within each labeled fraction and
   family (main rows vs supervised, main rows vs the best, study rows vs their method's
-  defaults); a row is *tied with the best* when that test does not reject at ``ALPHA``;
+  defaults, study rows vs their base's main row where the setting runs another method's
+  procedure, ``Method.base_option``); a row is *tied with the best* when that test does not
+  reject at ``ALPHA``;
 - the lower bound is the supervised main row at each fraction; the upper bound is supervised
   at its defaults with every training case labeled (1.0).
 """
@@ -30,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from spinebench.leaderboard.defaults import (
+    base_method,
     completed,
     default_params,
     describe,
@@ -50,7 +53,8 @@ MODES = ("best", "last", "both")
 @dataclass(frozen=True)
 class Row:
     """One setting of one method. ``differs``: the keys that differ from today's defaults
-    (empty for a main row); ``variants``: the sweep variant names its runs carry."""
+    (empty for a main row); ``variants``: the sweep variant names its runs carry; ``base``: the
+    method whose procedure a study runs (cps4 on base ``unimatch``), compared with its main row."""
 
     method: str
     setting: str
@@ -58,6 +62,7 @@ class Row:
     main: bool
     differs: tuple[tuple[str, str], ...] = ()
     variants: tuple[str, ...] = ()
+    base: str | None = None
 
 
 @dataclass
@@ -68,6 +73,7 @@ class BoardCell:
     p_supervised: float = math.nan
     p_best: float = math.nan
     p_default: float = math.nan
+    p_base: float = math.nan
     tied: bool = False
 
     @property
@@ -146,10 +152,12 @@ class Board:
         return cell.n(checkpoint or self.checkpoint) >= self.min_seeds
 
     def study_group(self, method: str) -> list[Row]:
-        """A method's study rows, led by its main row (shown beside them as the reference)."""
-        reference = self.default_row(method)
+        """A method's study rows, led by its main row and the main rows of the bases its studies
+        run on (shown beside them as the references)."""
         studies = [r for r in self.studies if r.method == method]
-        return ([reference] if reference is not None else []) + studies
+        names = dict.fromkeys([method, *(r.base for r in studies if r.base is not None)])
+        references = [row for name in names if (row := self.default_row(name)) is not None]
+        return references + studies
 
     def is_best(
         self,
@@ -287,6 +295,7 @@ def _rows(
         settings[(run.method, setting_digest(setting[run.run_id]))].append(run)
     unknown = set()
     drafts = []
+    bases = {}
     for (method, digest), members in settings.items():
         example = members[0]
         defaults = default_params(method, example.profile, example.dataset)
@@ -296,10 +305,19 @@ def _rows(
         else:
             diffs = differences(setting[example.run_id], defaults, shared)
         variants = tuple(sorted({r.variant for r in members if r.variant}))
+        bases[(method, digest)] = base_method(method, setting[example.run_id])
         drafts.append((method, digest, defaults is not None and not diffs, diffs, variants))
     labels = _labels(drafts)
     rows = [
-        Row(m, d, labels[(m, d)], main, tuple(diffs.items()), variants)
+        Row(
+            m,
+            d,
+            labels[(m, d)],
+            main,
+            tuple(diffs.items()),
+            variants,
+            None if main else bases[(m, d)],
+        )
         for m, d, main, diffs, variants in drafts
     ]
     rows.sort(key=lambda r: (not r.main, r.method != BASELINE, r.method, r.label))
@@ -400,20 +418,25 @@ def _test_main(board: Board, fraction: float) -> None:
 
 
 def _test_studies(board: Board, fraction: float) -> None:
-    """Each study row against its method's main row at this fraction; one Holm family."""
+    """Each study row against its method's main row at this fraction (one Holm family), and
+    each study that runs another method's procedure against that method's main row (another)."""
+    for cell, p in _holm_against(board, fraction, {r: r.method for r in board.studies}):
+        cell.p_default = p
+    bases = {r: r.base for r in board.studies if r.base is not None}
+    for cell, p in _holm_against(board, fraction, bases):
+        cell.p_base = p
+
+
+def _holm_against(
+    board: Board, fraction: float, references: dict[Row, str]
+) -> list[tuple[BoardCell, float]]:
+    """Holm-adjusted p of each row's cell against the main row of its reference method."""
     pairs: list[tuple[BoardCell, float]] = []
-    for row in board.studies:
-        cell, reference = board.cell(row, fraction), board.default_row(row.method)
+    for row, method in references.items():
+        cell, reference = board.cell(row, fraction), board.default_row(method)
         ref_cell = board.cell(reference, fraction) if reference is not None else None
         if cell is None or ref_cell is None:
             continue
-        pairs.append(
-            (
-                cell,
-                paired_wilcoxon(
-                    cell.pooled_cases(board.checkpoint), ref_cell.pooled_cases(board.checkpoint)
-                ),
-            )
-        )
-    for (cell, _), p in zip(pairs, holm([p for _, p in pairs]), strict=True):
-        cell.p_default = p
+        cases = cell.pooled_cases(board.checkpoint)
+        pairs.append((cell, paired_wilcoxon(cases, ref_cell.pooled_cases(board.checkpoint))))
+    return [(c, p) for (c, _), p in zip(pairs, holm([p for _, p in pairs]), strict=True)]

@@ -54,6 +54,14 @@ def added_options(method: str) -> dict[str, str]:
     return {f"method.{k}": str(v) for k, v in added.items()}
 
 
+def base_method(method: str, setting: dict[str, str]) -> str | None:
+    """The other method whose procedure this setting runs (``Method.base_option``), if any."""
+    cls = plugins.methods().get(method)
+    option = cls.base_option if cls is not None else None
+    base = setting.get(f"method.{option}") if option else None
+    return base if base is not None and base != method else None
+
+
 def completed(setting: dict[str, str], method: str) -> dict[str, str]:
     """A record's setting with the options added since it was made, at their old behaviour."""
     return {**added_options(method), **setting}

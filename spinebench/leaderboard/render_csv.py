@@ -52,7 +52,8 @@ def write_csv(boards: Sequence[Board], chosen: dict[str, float | None], out: Pat
                 "setting", "differs", "labeled", "checkpoint", "n_seeds", "seeds",
                 *[f"{m}_{s}" for m in HEADLINE for s in ("mean", "std")],
                 *(["last_dice_mean", "last_dice_std", "last_n"] if show_last else []),
-                "p_vs_supervised", "p_vs_best", "tied_with_best", "p_vs_defaults", "best",
+                "p_vs_supervised", "p_vs_best", "tied_with_best", "p_vs_defaults", "base",
+                "p_vs_base", "best",
                 "run_ids",
             ]
         )  # fmt: skip
@@ -87,6 +88,8 @@ def write_csv(boards: Sequence[Board], chosen: dict[str, float | None], out: Pat
                         _num(cell.p_best) if main_row else "",
                         int(cell.tied) if main_row else "",
                         _num(cell.p_default) if table == "studies" else "",
+                        row.base or "",
+                        _num(cell.p_base) if row.base is not None else "",
                         ";".join(best),
                         " ".join(r.run_id for r in cell.runs),
                     ]

@@ -153,7 +153,8 @@ def _studies_table(board: Board) -> list[str]:
             lines.append((label, _row_cells(board, row, fractions, group), i == 0 and bool(lines)))
     caption = (
         f"{escape(board.dataset)}, profile {escape(board.profile)}: other settings, each under "
-        f"its method at its defaults ({_SYMBOL[DIFFERS]}: differs from it, Holm-corrected)."
+        f"its method at its defaults and the base it runs on, if another method "
+        f"({_SYMBOL[DIFFERS]}: differs from its method's defaults, Holm-corrected)."
     )
     return [
         r"\begin{table}[tbp]",

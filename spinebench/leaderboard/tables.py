@@ -141,8 +141,10 @@ def main_tables(board: Board) -> list[Table]:
 
 
 def study_tables(board: Board) -> list[Table]:
-    """One table per labeled fraction: each method's other settings under its main row."""
+    """One table per labeled fraction: each method's other settings under its main row; with
+    a "p vs base" column when some study runs another method's procedure (cps4 on UniMatch)."""
     tables = []
+    based = any(r.base is not None for r in board.studies)
     for fraction in board.study_fractions:
         lines = []
         for method in dict.fromkeys(r.method for r in board.studies):
@@ -155,12 +157,16 @@ def study_tables(board: Board) -> list[Table]:
                 n = cell.n(board.checkpoint)
                 cells.append(Cell(str(n), float(n)))
                 if row.main:
-                    cells.append(Cell(""))
+                    cells += [Cell("")] * (2 if based else 1)
                     lines.append(Line(row.label, tuple(cells), reference=True))
-                else:
-                    cells.append(Cell(fmt_p(cell.p_default), _num(cell.p_default)))
-                    lines.append(Line(row.label, tuple(cells), hint=differs_text(row)))
-        header = _header(board, "setting", ("p vs defaults",))
+                    continue
+                cells.append(Cell(fmt_p(cell.p_default), _num(cell.p_default)))
+                if based:
+                    p_base = f"{fmt_p(cell.p_base)} ({row.base})" if row.base is not None else ""
+                    cells.append(Cell(p_base, _num(cell.p_base)))
+                lines.append(Line(row.label, tuple(cells), hint=differs_text(row)))
+        tests = ("p vs defaults", "p vs base") if based else ("p vs defaults",)
+        header = _header(board, "setting", tests)
         tables.append(Table("studies", f"labeled {fraction:g}", header, tuple(lines)))
     return tables
 
