@@ -13,7 +13,13 @@ from spinebench.config import resolve
 from spinebench.data.classmap import mrspineseg_class_map
 from spinebench.method import Batch, MethodContext, StepInfo
 from spinebench.models.backbone import build_backbone
-from spinebench.semisupervised import MEAN_TEACHER_OPTIONS, MeanTeacherPair, class_balance
+from spinebench.semisupervised import (
+    MEAN_TEACHER_OPTIONS,
+    MeanTeacherPair,
+    class_balance,
+    pseudo_label_diagnostics,
+)
+from spinebench.semisupervised.diagnostics import classes_per_slice
 from spinebench.testing import make_harness
 
 
@@ -109,3 +115,16 @@ def test_class_balance_with_nothing_kept_is_zero_not_nan():
     labels = torch.zeros(1, 2, 2, dtype=torch.long)
     got = class_balance(labels, torch.zeros(1, 2, 2, dtype=torch.bool))
     assert all(float(v) == 0.0 for k, v in got.items() if "kept" in k)
+
+
+def test_classes_per_slice_shows_a_collapse_that_foreground_share_and_dice_hide():
+    truth = torch.tensor([[[1, 1, 2, 2], [3, 3, 4, 4]], [[0, 0, 1, 1], [2, 2, 0, 0]]])
+    # The same pixels called foreground, all given one class: the collapse ABD shows when its
+    # unramped cross Dice meets a weak pre-trained model (README, Results).
+    collapsed = (truth > 0).long()
+    probs = torch.nn.functional.one_hot(collapsed, 5).permute(0, 3, 1, 2).float()
+    got = pseudo_label_diagnostics(probs, truth, threshold=0.0, weight=1.0)
+    assert float(got["pseudo/true_classes_per_slice"]) == 3.0  # (4 + 2) / 2
+    assert float(got["pseudo/classes_per_slice"]) == 1.0
+    assert float(got["pseudo/foreground_fraction"]) == float((truth > 0).float().mean())
+    assert float(classes_per_slice(torch.zeros(2, 3, 3, dtype=torch.long), 5)) == 0.0
