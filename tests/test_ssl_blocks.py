@@ -117,7 +117,7 @@ def test_class_balance_with_nothing_kept_is_zero_not_nan():
     assert all(float(v) == 0.0 for k, v in got.items() if "kept" in k)
 
 
-def test_classes_per_slice_shows_a_collapse_that_foreground_share_and_dice_hide():
+def test_classes_per_slice_shows_a_collapse_that_the_foreground_share_hides():
     truth = torch.tensor([[[1, 1, 2, 2], [3, 3, 4, 4]], [[0, 0, 1, 1], [2, 2, 0, 0]]])
     # The same pixels called foreground, all given one class: the collapse ABD shows when its
     # unramped cross Dice meets a weak pre-trained model (README, Results).
